@@ -1,0 +1,276 @@
+//! Running a connector: wiring the transport, the supervisor, the gRPC and metrics servers, and
+//! graceful shutdown. [`main`] is the whole body of a connector binary; [`start`] runs one
+//! in-process (tests, embedding).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DynamicConfig;
+use crate::connector::Connector;
+use crate::events::EventRegistry;
+use crate::grpc::{self, ConnectorGrpc, LogControl};
+use crate::metrics::Metrics;
+use crate::options::{LogFormat, RuntimeOptions, TransportKind};
+use crate::runtime::erased::Erased;
+use crate::runtime::{BatchSettings, StreamDeps, Supervisor};
+use crate::state::{FileStateBackend, StateBackend};
+use crate::transport::Transport;
+use crate::transport::jetstream::{JetStreamTransport, LazyKvStateBackend};
+use crate::transport::nats::{NatsOptions, NatsTransport};
+
+/// Why a connector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The transport could not be set up (a malformed URL; an unreachable server is retried).
+    #[error("{0}")]
+    Transport(#[from] crate::transport::TransportError),
+}
+
+/// A connector running in this process.
+pub struct RunningConnector {
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    shutdown: CancellationToken,
+    supervisor: Arc<Supervisor>,
+    nats: NatsTransport,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningConnector")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningConnector {
+    /// Where the gRPC contract is served.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Drains every stream (in-flight records confirmed and acknowledged), then stops the servers.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: draining streams");
+        self.supervisor.shutdown().await;
+        self.shutdown.cancel();
+        for server in self.servers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        self.nats.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts `connector` with `options`: binds the servers, connects the transport (retrying in the
+/// background if NATS is down) and returns once it serves.
+pub async fn start<C: Connector>(
+    connector: C,
+    options: RuntimeOptions,
+    log_control: Option<LogControl>,
+) -> Result<RunningConnector, StartError> {
+    let events = EventRegistry::new();
+    let metrics = Metrics::new();
+    let nats = NatsTransport::connect(
+        &NatsOptions {
+            url: options.nats_url.clone(),
+            name: options.nats_name.clone().unwrap_or_else(|| options.connector_id.clone()),
+            confirm_timeout: Duration::from_secs(5),
+        },
+        events.clone(),
+    )
+    .await?;
+    let (transport, state): (Arc<dyn Transport>, Arc<dyn StateBackend>) = match options.transport {
+        TransportKind::Nats => (
+            Arc::new(nats.clone()),
+            Arc::new(FileStateBackend::new(options.state_dir.clone())),
+        ),
+        TransportKind::Jetstream => {
+            let js = Arc::new(JetStreamTransport::new(nats.clone(), Duration::from_secs(5)));
+            let bucket = format!("kps-state-{}", crate::transport::nats::sanitize_name(&options.connector_id));
+            let state = Arc::new(LazyKvStateBackend::new(js.clone(), bucket));
+            (js, state)
+        }
+    };
+    let info = connector.info();
+    let deps = Arc::new(StreamDeps {
+        connector_id: options.connector_id.as_str().into(),
+        connector: Arc::new(Erased(Arc::new(connector))),
+        transport: transport.clone(),
+        events,
+        metrics: metrics.clone(),
+        config: DynamicConfig::default(),
+        state,
+        batch: BatchSettings {
+            max_records: options.max_batch_records as usize,
+            max_bytes: options.max_batch_bytes,
+            ..BatchSettings::default()
+        },
+        drain_timeout: options.drain_timeout(),
+    });
+    let supervisor = Arc::new(Supervisor::new(deps));
+
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let grpc_listener = bind("gRPC", options.listen).await?;
+    let metrics_listener = bind("metrics", options.metrics_listen).await?;
+    let grpc_addr = grpc_listener.local_addr().unwrap_or(options.listen);
+    let metrics_addr = metrics_listener.local_addr().unwrap_or(options.metrics_listen);
+
+    let shutdown = CancellationToken::new();
+    let service = ConnectorGrpc::new(supervisor.clone(), log_control);
+    let grpc_server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            if let Err(e) = grpc::serve(grpc_listener, service, shutdown).await {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        }
+    });
+    let http_server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            if let Err(e) = crate::http::serve(metrics_listener, metrics, transport, shutdown).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        }
+    });
+    tracing::info!(
+        connector = info.name,
+        version = info.version,
+        id = %options.connector_id,
+        grpc = %grpc_addr,
+        metrics = %metrics_addr,
+        transport = ?options.transport,
+        "connector started"
+    );
+    Ok(RunningConnector {
+        grpc_addr,
+        metrics_addr,
+        shutdown,
+        supervisor,
+        nats,
+        servers: vec![grpc_server, http_server],
+    })
+}
+
+/// The whole `main` of a connector binary: parses the common options (flags and environment),
+/// sets up logging, runs until SIGTERM or SIGINT, then drains and exits.
+///
+/// ```no_run
+/// # struct MyConnector;
+/// # #[kps_connector_core::async_trait]
+/// # impl kps_connector_core::Connector for MyConnector {
+/// #   type Params = serde_json::Value;
+/// #   fn info(&self) -> kps_connector_core::ConnectorInfo { unimplemented!() }
+/// # }
+/// fn main() -> std::process::ExitCode {
+///     kps_connector_core::main(MyConnector)
+/// }
+/// ```
+pub fn main<C: Connector>(connector: C) -> ExitCode {
+    let info = connector.info();
+    let command = RuntimeOptions::command()
+        .name(format!("kps-connector-{}", info.name))
+        .about(info.description)
+        .version(info.version);
+    let options = match RuntimeOptions::from_arg_matches(&command.get_matches()) {
+        Ok(options) => options,
+        Err(e) => e.exit(),
+    };
+    let log_control = init_tracing(options.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match start(connector, options, Some(log_control)).await {
+            Ok(running) => running,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Installs the global tracing subscriber (RUST_LOG, default `info`) and returns the control
+/// that the `log_level` config uses to change the filter at runtime.
+pub fn init_tracing(format: LogFormat) -> LogControl {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, reload};
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
+            .try_init(),
+    };
+    if let Err(e) = installed {
+        eprintln!("logging already set up: {e}");
+    }
+    Arc::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())?;
+        tracing::info!(level, "log filter changed");
+        Ok(())
+    })
+}

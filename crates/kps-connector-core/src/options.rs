@@ -1,0 +1,87 @@
+//! The common runtime options of every connector binary: flags with environment fallbacks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which transport carries the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// Core NATS: what the platform speaks; at-least-once up to the NATS server.
+    Nats,
+    /// JetStream: durable, at-least-once end to end across connector crashes.
+    Jetstream,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The options every connector binary takes (DESIGN.md "Common runtime options").
+#[derive(Debug, Clone, clap::Parser)]
+#[command(version, about = "A kps data connector: gRPC contract on --listen, records over NATS")]
+pub struct RuntimeOptions {
+    /// This connector instance's id; every request must carry it.
+    #[arg(long, env = "CONNECTOR_INSTANCE_ID")]
+    pub connector_id: String,
+    /// The gRPC listen address.
+    #[arg(long, env = "CONNECTOR_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// The NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_BROKER", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// The NATS client connection name [default: the connector id].
+    #[arg(long, env = "NATS_NAME")]
+    pub nats_name: Option<String>,
+    /// The metrics, /healthz and /readyz listen address.
+    #[arg(long, env = "CONNECTOR_METRICS_LISTEN", default_value = "0.0.0.0:9102")]
+    pub metrics_listen: SocketAddr,
+    /// The transport: core NATS or JetStream.
+    #[arg(long, env = "CONNECTOR_TRANSPORT", value_enum, default_value = "nats")]
+    pub transport: TransportKind,
+    /// Where sources that must remember their position keep it (core NATS mode).
+    #[arg(long, env = "CONNECTOR_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+    /// The log format; levels via RUST_LOG and the dynamic `log_level` config.
+    #[arg(long, env = "CONNECTOR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Most records per TransportMessage; 1 publishes one record per message, as the reference.
+    #[arg(long, env = "CONNECTOR_MAX_BATCH_RECORDS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch_records: u32,
+    /// Most encoded bytes per TransportMessage (capped at the NATS server's max payload).
+    #[arg(long, env = "CONNECTOR_MAX_BATCH_BYTES", default_value_t = 900 * 1024)]
+    pub max_batch_bytes: usize,
+    /// How long a stopping stream may drain in-flight records, in seconds.
+    #[arg(long, env = "CONNECTOR_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+}
+
+impl RuntimeOptions {
+    /// Options for tests and embedding: ephemeral loopback ports, NATS on `nats_url`, state in
+    /// `state_dir`.
+    pub fn for_tests(connector_id: &str, nats_url: &str, state_dir: PathBuf) -> Self {
+        Self {
+            connector_id: connector_id.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nats_url: nats_url.to_owned(),
+            nats_name: None,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            transport: TransportKind::Nats,
+            state_dir,
+            log_format: LogFormat::Text,
+            max_batch_records: 256,
+            max_batch_bytes: 900 * 1024,
+            drain_timeout_secs: 10,
+        }
+    }
+
+    /// The drain timeout as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}

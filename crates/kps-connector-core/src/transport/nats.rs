@@ -1,0 +1,248 @@
+//! Core NATS, the platform's transport: at-least-once up to the server.
+//!
+//! Ingress messages are confirmed by a server round trip issued after them on the same
+//! connection (a request to a subject nobody serves: the server answers "no responders" only
+//! after it processed every earlier publish), so a source is acknowledged only once the server
+//! has its records. Egress subscribes in a queue group named after the stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::client::RequestErrorKind;
+use async_nats::{HeaderMap, Subject};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+
+use super::{Confirmation, Delivery, Subscription, Transport, TransportError};
+use crate::events::{EventRegistry, Severity, State, alert_ids};
+
+/// The header that carries why a record was dead-lettered.
+pub const DEAD_LETTER_REASON_HEADER: &str = "Kps-Dead-Letter-Reason";
+
+/// Fallback when the server has not told its max payload yet.
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// How to connect to NATS.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Server URL(s), comma separated.
+    pub url: String,
+    /// The client connection name.
+    pub name: String,
+    /// How long a publish confirmation may take before the stream counts the transport as down.
+    pub confirm_timeout: Duration,
+}
+
+/// A core NATS connection shared by every stream of the process.
+#[derive(Clone)]
+pub struct NatsTransport {
+    client: async_nats::Client,
+    confirm_subject: Subject,
+    confirm_timeout: Duration,
+    connected: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for NatsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTransport")
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsTransport {
+    /// Connects; a server that is not reachable yet is retried in the background forever (the
+    /// streams report UNHEALTHY meanwhile), so this only fails on a malformed URL.
+    pub async fn connect(options: &NatsOptions, events: EventRegistry) -> Result<Self, TransportError> {
+        let connected = Arc::new(AtomicBool::new(false));
+        let flag = connected.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(&options.name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .subscription_capacity(65_536)
+            .client_capacity(8_192)
+            .event_callback(move |event| {
+                let flag = flag.clone();
+                let events = events.clone();
+                async move { on_connection_event(&flag, &events, event) }
+            })
+            .connect(options.url.as_str())
+            .await
+            .map_err(|e| TransportError::Unavailable(format!("connect to {}: {e}", options.url)))?;
+        let confirm_subject = Subject::from(format!("_KPS.confirm.{}", unique_token()));
+        Ok(Self {
+            client,
+            confirm_subject,
+            confirm_timeout: options.confirm_timeout,
+            connected,
+        })
+    }
+
+    /// The underlying client (for the JetStream transport and the state backend).
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// A confirmation that resolves after a server round trip issued now.
+    pub(crate) fn round_trip(&self) -> Confirmation {
+        let client = self.client.clone();
+        let subject = self.confirm_subject.clone();
+        let timeout = self.confirm_timeout;
+        Confirmation::new(async move {
+            match tokio::time::timeout(timeout, client.request(subject, Bytes::new())).await {
+                Err(_) => Err(TransportError::Unavailable(format!(
+                    "no confirmation from the NATS server within {timeout:?}"
+                ))),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+                Ok(Err(e)) => Err(TransportError::Unavailable(format!("confirmation round trip: {e}"))),
+            }
+        })
+    }
+
+    /// Waits for the connection to be up, at most `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Flushes and closes the connection (graceful shutdown).
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+    }
+}
+
+fn on_connection_event(flag: &AtomicBool, events: &EventRegistry, event: async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => {
+            flag.store(true, Ordering::Release);
+            events.resolve(alert_ids::CONNECTION, "", "connected to NATS");
+        }
+        async_nats::Event::Disconnected => {
+            flag.store(false, Ordering::Release);
+            events.alert(
+                alert_ids::CONNECTION,
+                "",
+                Severity::Warning,
+                State::Unhealthy,
+                "disconnected from NATS; reconnecting",
+            );
+        }
+        async_nats::Event::ClientError(e) => {
+            events.alert(
+                alert_ids::CONNECTION,
+                "",
+                Severity::Warning,
+                State::Unhealthy,
+                format!("NATS client error: {e}"),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// A token unique to this process and call, for private subjects.
+pub(crate) fn unique_token() -> String {
+    format!("{}{:016x}", std::process::id(), fastrand::u64(..))
+}
+
+/// Makes a stream id usable as a queue group or durable name: `[A-Za-z0-9_-]`, others as `_`.
+pub(crate) fn sanitize_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .collect()
+}
+
+#[async_trait]
+impl Transport for NatsTransport {
+    async fn publish(&self, subject: &str, messages: Vec<Bytes>) -> Result<Confirmation, TransportError> {
+        let subject_name = Subject::from(subject);
+        for message in messages {
+            self.client
+                .publish(subject_name.clone(), message)
+                .await
+                .map_err(|e| TransportError::Publish {
+                    subject: subject.to_owned(),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(self.round_trip())
+    }
+
+    async fn publish_dead_letter(&self, subject: &str, message: Bytes, reason: &str) -> Result<(), TransportError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(DEAD_LETTER_REASON_HEADER, reason.replace(['\r', '\n'], " ").as_str());
+        self.client
+            .publish_with_headers(subject.to_owned(), headers, message)
+            .await
+            .map_err(|e| TransportError::Publish {
+                subject: subject.to_owned(),
+                message: e.to_string(),
+            })?;
+        self.round_trip().await
+    }
+
+    async fn subscribe(&self, subject: &str, group: &str, _durable: &str) -> Result<Box<dyn Subscription>, TransportError> {
+        let subscriber = self
+            .client
+            .queue_subscribe(subject.to_owned(), sanitize_name(group))
+            .await
+            .map_err(|e| TransportError::Subscribe {
+                subject: subject.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Box::new(NatsSubscription { subscriber }))
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => DEFAULT_MAX_PAYLOAD,
+            n => n,
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+struct NatsSubscription {
+    subscriber: async_nats::Subscriber,
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
+        self.subscriber
+            .next()
+            .await
+            .map(|m| Ok(Delivery::unacknowledged(m.payload)))
+    }
+
+    fn try_next(&mut self) -> Option<Result<Delivery, TransportError>> {
+        self.subscriber
+            .next()
+            .now_or_never()
+            .flatten()
+            .map(|m| Ok(Delivery::unacknowledged(m.payload)))
+    }
+
+    async fn unsubscribe(&mut self) -> Result<(), TransportError> {
+        self.subscriber
+            .unsubscribe()
+            .await
+            .map_err(|e| TransportError::Subscribe {
+                subject: "unsubscribe".to_owned(),
+                message: e.to_string(),
+            })
+    }
+}
