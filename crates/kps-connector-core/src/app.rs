@@ -98,7 +98,10 @@ pub async fn start<C: Connector>(
     let nats = NatsTransport::connect(
         &NatsOptions {
             url: options.nats_url.clone(),
-            name: options.nats_name.clone().unwrap_or_else(|| options.connector_id.clone()),
+            name: options
+                .nats_name
+                .clone()
+                .unwrap_or_else(|| options.connector_id.clone()),
             confirm_timeout: Duration::from_secs(5),
         },
         events.clone(),
@@ -110,8 +113,14 @@ pub async fn start<C: Connector>(
             Arc::new(FileStateBackend::new(options.state_dir.clone())),
         ),
         TransportKind::Jetstream => {
-            let js = Arc::new(JetStreamTransport::new(nats.clone(), Duration::from_secs(5)));
-            let bucket = format!("kps-state-{}", crate::transport::nats::sanitize_name(&options.connector_id));
+            let js = Arc::new(JetStreamTransport::new(
+                nats.clone(),
+                Duration::from_secs(5),
+            ));
+            let bucket = format!(
+                "kps-state-{}",
+                crate::transport::nats::sanitize_name(&options.connector_id)
+            );
             let state = Arc::new(LazyKvStateBackend::new(js.clone(), bucket));
             (js, state)
         }
@@ -142,7 +151,9 @@ pub async fn start<C: Connector>(
     let grpc_listener = bind("gRPC", options.listen).await?;
     let metrics_listener = bind("metrics", options.metrics_listen).await?;
     let grpc_addr = grpc_listener.local_addr().unwrap_or(options.listen);
-    let metrics_addr = metrics_listener.local_addr().unwrap_or(options.metrics_listen);
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .unwrap_or(options.metrics_listen);
 
     let shutdown = CancellationToken::new();
     let service = ConnectorGrpc::new(supervisor.clone(), log_control);
@@ -157,7 +168,8 @@ pub async fn start<C: Connector>(
     let http_server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            if let Err(e) = crate::http::serve(metrics_listener, metrics, transport, shutdown).await {
+            if let Err(e) = crate::http::serve(metrics_listener, metrics, transport, shutdown).await
+            {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         }
@@ -206,7 +218,10 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
         Err(e) => e.exit(),
     };
     let log_control = init_tracing(options.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -22,7 +22,11 @@ impl Default for Backoff {
 impl Backoff {
     /// A backoff starting at `base` and never above `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next delay; each call doubles the ceiling.
@@ -65,7 +69,10 @@ mod tests {
         let mut ceiling = Duration::from_millis(100);
         for _ in 0..10 {
             let delay = backoff.next_delay();
-            assert!(delay >= ceiling / 2 && delay <= ceiling + Duration::from_millis(1), "{delay:?} vs {ceiling:?}");
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling + Duration::from_millis(1),
+                "{delay:?} vs {ceiling:?}"
+            );
             ceiling = (ceiling * 2).min(Duration::from_secs(2));
         }
         backoff.reset();

@@ -70,11 +70,12 @@ impl DynamicConfig {
 /// Checks the keys the core understands.
 pub fn validate_core_keys(config: &Map<String, Value>) -> Result<(), ConnectorError> {
     if let Some(level) = config.get(LOG_LEVEL_KEY) {
-        let text = level
-            .as_str()
-            .ok_or_else(|| ConnectorError::invalid(LOG_LEVEL_KEY, "must be a string such as \"info\""))?;
-        tracing_subscriber::EnvFilter::try_new(text)
-            .map_err(|e| ConnectorError::invalid(LOG_LEVEL_KEY, format!("not a log filter: {e}")))?;
+        let text = level.as_str().ok_or_else(|| {
+            ConnectorError::invalid(LOG_LEVEL_KEY, "must be a string such as \"info\"")
+        })?;
+        tracing_subscriber::EnvFilter::try_new(text).map_err(|e| {
+            ConnectorError::invalid(LOG_LEVEL_KEY, format!("not a log filter: {e}"))
+        })?;
     }
     if let Some(subject) = config.get(DEAD_LETTER_SUBJECT_KEY) {
         let text = subject
@@ -127,10 +128,16 @@ mod tests {
 
     #[test]
     fn core_keys_are_checked() {
-        let bad = json!({"log_level": "=,=bad[["}).as_object().cloned().unwrap();
+        let bad = json!({"log_level": "=,=bad[["})
+            .as_object()
+            .cloned()
+            .unwrap();
         assert!(validate_core_keys(&bad).is_err());
         let good = json!({"log_level": "debug", "dead_letter_subject": "dlq.{stream}"});
         assert!(validate_core_keys(good.as_object().unwrap()).is_ok());
-        assert_eq!(dead_letter_subject(good.as_object().unwrap(), "s1").as_deref(), Some("dlq.s1"));
+        assert_eq!(
+            dead_letter_subject(good.as_object().unwrap(), "s1").as_deref(),
+            Some("dlq.s1")
+        );
     }
 }

@@ -12,7 +12,9 @@ use crate::sink::Sink;
 use crate::source::Source;
 
 /// Which way a stream moves records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// From the outside system to the pipeline transport.
@@ -126,7 +128,10 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Checks a merged dynamic config before it is applied. The core handles `log_level` and
     /// `dead_letter_subject` itself; other keys are the connector's.
-    fn validate_config(&self, config: &serde_json::Map<String, serde_json::Value>) -> ConnectorResult<()> {
+    fn validate_config(
+        &self,
+        config: &serde_json::Map<String, serde_json::Value>,
+    ) -> ConnectorResult<()> {
         let _ = config;
         Ok(())
     }
@@ -138,21 +143,38 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Opens the outside system for an ingress stream. Called again (after backoff) whenever the
     /// previous source failed with a retryable error.
-    async fn open_source(&self, ctx: StreamContext, params: &Self::Params) -> ConnectorResult<Box<dyn Source>> {
+    async fn open_source(
+        &self,
+        ctx: StreamContext,
+        params: &Self::Params,
+    ) -> ConnectorResult<Box<dyn Source>> {
         let _ = (ctx, params);
-        Err(ConnectorError::invalid("direction", "this connector has no ingress streams"))
+        Err(ConnectorError::invalid(
+            "direction",
+            "this connector has no ingress streams",
+        ))
     }
 
     /// Opens the outside system for an egress stream. Called again (after backoff) whenever the
     /// previous sink failed with a retryable error.
-    async fn open_sink(&self, ctx: StreamContext, params: &Self::Params) -> ConnectorResult<Box<dyn Sink>> {
+    async fn open_sink(
+        &self,
+        ctx: StreamContext,
+        params: &Self::Params,
+    ) -> ConnectorResult<Box<dyn Sink>> {
         let _ = (ctx, params);
-        Err(ConnectorError::invalid("direction", "this connector has no egress streams"))
+        Err(ConnectorError::invalid(
+            "direction",
+            "this connector has no egress streams",
+        ))
     }
 
     /// Lists the streams available in the outside system (GetPayload STREAM shows them as
     /// discovered). The default discovers nothing.
-    async fn discover(&self, ctx: DiscoveryContext<Self::Params>) -> ConnectorResult<Vec<DiscoveredStream>> {
+    async fn discover(
+        &self,
+        ctx: DiscoveryContext<Self::Params>,
+    ) -> ConnectorResult<Vec<DiscoveredStream>> {
         let _ = ctx;
         Ok(Vec::new())
     }

@@ -62,7 +62,13 @@ impl StreamContext {
         let raw = format!("kps-{}-{}", self.connector_id, self.stream_id);
         let mut id: String = raw
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         id.truncate(max_len);
         id
@@ -75,7 +81,8 @@ impl StreamContext {
             Severity::Info => State::Healthy,
             Severity::Warning | Severity::Critical => State::Unhealthy,
         };
-        self.events.alert(id, &self.stream_id, severity, state, message);
+        self.events
+            .alert(id, &self.stream_id, severity, state, message);
     }
 
     /// Marks an alert of this stream as resolved.

@@ -125,7 +125,14 @@ impl EventRegistry {
     }
 
     /// Raises an alert about a stream (or the connector when `stream_id` is empty).
-    pub fn alert(&self, id: &str, stream_id: &str, severity: Severity, state: State, message: impl Into<String>) {
+    pub fn alert(
+        &self,
+        id: &str,
+        stream_id: &str,
+        severity: Severity,
+        state: State,
+        message: impl Into<String>,
+    ) {
         self.raise(Event {
             id: id.to_owned(),
             stream_id: stream_id.to_owned(),
@@ -197,10 +204,26 @@ mod tests {
     #[test]
     fn resolve_turns_an_alert_into_info_and_remove_forgets_the_stream() {
         let events = EventRegistry::new();
-        events.alert("connection", "s1", Severity::Warning, State::Unhealthy, "refused");
-        events.alert("connection", "s2", Severity::Warning, State::Unhealthy, "refused");
+        events.alert(
+            "connection",
+            "s1",
+            Severity::Warning,
+            State::Unhealthy,
+            "refused",
+        );
+        events.alert(
+            "connection",
+            "s2",
+            Severity::Warning,
+            State::Unhealthy,
+            "refused",
+        );
         events.resolve("connection", "s1", "connected again");
-        let s1 = events.snapshot().into_iter().find(|e| e.stream_id == "s1").unwrap();
+        let s1 = events
+            .snapshot()
+            .into_iter()
+            .find(|e| e.stream_id == "s1")
+            .unwrap();
         assert_eq!(s1.kind, EventKind::Alert(Severity::Info));
         assert_eq!(s1.state, State::Healthy);
         events.remove_stream("s1");

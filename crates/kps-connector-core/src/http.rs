@@ -36,9 +36,14 @@ pub async fn serve(
         .await
 }
 
-async fn render_metrics(axum::extract::State(state): axum::extract::State<HttpState>) -> impl IntoResponse {
+async fn render_metrics(
+    axum::extract::State(state): axum::extract::State<HttpState>,
+) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

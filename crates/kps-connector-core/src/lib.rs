@@ -37,13 +37,14 @@ pub mod proto {
     tonic::include_proto!("connector.v1");
 
     /// The encoded file descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/connector_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/connector_descriptor.bin"));
 }
 
-pub use app::{main, start, RunningConnector};
+pub use app::{RunningConnector, main, start};
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
-pub use connector::{Connector, ConnectorInfo, DiscoveredStream, Direction};
+pub use connector::{Connector, ConnectorInfo, Direction, DiscoveredStream};
 pub use context::{DiscoveryContext, StreamContext};
 pub use error::{ConnectorError, ConnectorResult};
 pub use events::{Severity, State};

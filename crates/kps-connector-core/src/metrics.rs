@@ -77,17 +77,41 @@ impl Metrics {
             "Transport messages published or consumed",
             families.messages.clone(),
         );
-        registry.register("stream_errors", "Errors (each followed by a retry)", families.errors.clone());
-        registry.register("stream_restarts", "Source or sink reopened after an error", families.restarts.clone());
-        registry.register("stream_dead_letters", "Records refused and dead-lettered", families.dead_letters.clone());
+        registry.register(
+            "stream_errors",
+            "Errors (each followed by a retry)",
+            families.errors.clone(),
+        );
+        registry.register(
+            "stream_restarts",
+            "Source or sink reopened after an error",
+            families.restarts.clone(),
+        );
+        registry.register(
+            "stream_dead_letters",
+            "Records refused and dead-lettered",
+            families.dead_letters.clone(),
+        );
         registry.register(
             "stream_undecodable_messages",
             "Transport messages that were not a TransportMessage",
             families.undecodable.clone(),
         );
-        registry.register("stream_lag", "Records waiting in the outside system, where known", families.lag.clone());
-        registry.register("stream_connector", "Connector-specific counts", families.named.clone());
-        registry.register("streams_running", "Streams running in this process", families.streams.clone());
+        registry.register(
+            "stream_lag",
+            "Records waiting in the outside system, where known",
+            families.lag.clone(),
+        );
+        registry.register(
+            "stream_connector",
+            "Connector-specific counts",
+            families.named.clone(),
+        );
+        registry.register(
+            "streams_running",
+            "Streams running in this process",
+            families.streams.clone(),
+        );
         Self {
             families,
             registry: Arc::new(Mutex::new(registry)),
@@ -122,7 +146,15 @@ impl Metrics {
             direction: direction.as_str().to_owned(),
         };
         let f = &self.families;
-        for family in [&f.records, &f.bytes, &f.messages, &f.errors, &f.restarts, &f.dead_letters, &f.undecodable] {
+        for family in [
+            &f.records,
+            &f.bytes,
+            &f.messages,
+            &f.errors,
+            &f.restarts,
+            &f.dead_letters,
+            &f.undecodable,
+        ] {
             family.remove(&labels);
         }
         f.lag.remove(&labels);
@@ -130,7 +162,9 @@ impl Metrics {
 
     /// Sets the number of running streams.
     pub fn set_streams_running(&self, n: usize) {
-        self.families.streams.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.families
+            .streams
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -160,7 +194,9 @@ pub struct StreamMetrics {
 
 impl std::fmt::Debug for StreamMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamMetrics").field("labels", &self.labels).finish()
+        f.debug_struct("StreamMetrics")
+            .field("labels", &self.labels)
+            .finish()
     }
 }
 
@@ -226,9 +262,16 @@ mod tests {
         s.record_batch(3, 300, 1);
         s.count("rtp_sequence_gaps", 2);
         let text = metrics.render();
-        assert!(text.contains(r#"kps_stream_records_total{stream="s1",direction="ingress"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"kps_stream_records_total{stream="s1",direction="ingress"} 3"#),
+            "{text}"
+        );
         assert!(text.contains(r#"name="rtp_sequence_gaps"} 2"#), "{text}");
         metrics.remove_stream("s1", Direction::Ingress);
-        assert!(!metrics.render().contains(r#"kps_stream_records_total{stream="s1""#));
+        assert!(
+            !metrics
+                .render()
+                .contains(r#"kps_stream_records_total{stream="s1""#)
+        );
     }
 }

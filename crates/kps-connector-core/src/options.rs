@@ -24,7 +24,10 @@ pub enum LogFormat {
 
 /// The options every connector binary takes (DESIGN.md "Common runtime options").
 #[derive(Debug, Clone, clap::Parser)]
-#[command(version, about = "A kps data connector: gRPC contract on --listen, records over NATS")]
+#[command(
+    version,
+    about = "A kps data connector: gRPC contract on --listen, records over NATS"
+)]
 pub struct RuntimeOptions {
     /// This connector instance's id; every request must carry it.
     #[arg(long, env = "CONNECTOR_INSTANCE_ID")]

@@ -63,8 +63,9 @@ impl fmt::Display for Secret {
 }
 
 /// Where a secret comes from: a file (a mounted Kubernetes secret) or an environment variable.
-/// Embed it in a connector's params with `#[serde(flatten)]`; the secret itself never travels in
-/// the stream metadata.
+/// A connector's params carry the two optional fields `password_file` and `password_env` (serde's
+/// `flatten` does not combine with `deny_unknown_fields`, so declare them directly) and build
+/// one of these from them; the secret itself never travels in the stream metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub struct PasswordSource {
     /// A file holding the password (trailing newline ignored), e.g. a mounted Kubernetes secret.
@@ -102,7 +103,10 @@ impl PasswordSource {
         }
         if let Some(var) = &self.password_env {
             let value = std::env::var(var).map_err(|_| {
-                ConnectorError::invalid("password_env", format!("environment variable {var} is not set"))
+                ConnectorError::invalid(
+                    "password_env",
+                    format!("environment variable {var} is not set"),
+                )
             })?;
             return Ok(Some(Secret::new(value)));
         }
@@ -137,7 +141,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(field_of(parse_params::<P>(&obj(json!({}))).unwrap_err()), "url");
+        assert_eq!(
+            field_of(parse_params::<P>(&obj(json!({}))).unwrap_err()),
+            "url"
+        );
         assert_eq!(
             field_of(parse_params::<P>(&obj(json!({"url": "x", "qos": "high"}))).unwrap_err()),
             "qos"
@@ -159,11 +166,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let from_file = PasswordSource { password_file: Some(path.display().to_string()), password_env: None };
+        let from_file = PasswordSource {
+            password_file: Some(path.display().to_string()),
+            password_env: None,
+        };
         assert_eq!(from_file.load().await.unwrap().unwrap().expose(), "s3cret");
-        let missing = PasswordSource { password_file: None, password_env: Some("KPS_TEST_SURELY_UNSET_VAR".into()) };
+        let missing = PasswordSource {
+            password_file: None,
+            password_env: Some("KPS_TEST_SURELY_UNSET_VAR".into()),
+        };
         assert_eq!(field_of(missing.load().await.unwrap_err()), "password_env");
-        let both = PasswordSource { password_file: Some("a".into()), password_env: Some("b".into()) };
+        let both = PasswordSource {
+            password_file: Some("a".into()),
+            password_env: Some("b".into()),
+        };
         assert!(both.validate().is_err());
     }
 }

@@ -29,7 +29,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("prefix", &self.prefix).finish()
+        f.debug_struct("StateStore")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -102,7 +104,9 @@ impl StateBackend for FileStateBackend {
         file.write_all(&value).await.map_err(err)?;
         file.sync_all().await.map_err(err)?;
         drop(file);
-        tokio::fs::rename(&tmp, self.dir.join(key)).await.map_err(err)?;
+        tokio::fs::rename(&tmp, self.dir.join(key))
+            .await
+            .map_err(err)?;
         Ok(())
     }
 }
@@ -119,7 +123,10 @@ mod tests {
         assert_eq!(store.load("cursor").await.unwrap(), None);
         store.save("cursor", "42").await.unwrap();
         let again = StateStore::new(backend, "orders/eu west");
-        assert_eq!(again.load("cursor").await.unwrap().as_deref(), Some(&b"42"[..]));
+        assert_eq!(
+            again.load("cursor").await.unwrap().as_deref(),
+            Some(&b"42"[..])
+        );
         let other = StateStore::new(Arc::new(FileStateBackend::new(dir.path())), "orders");
         assert_eq!(other.load("cursor").await.unwrap(), None);
     }

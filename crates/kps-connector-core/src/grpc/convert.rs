@@ -11,7 +11,12 @@ use crate::proto;
 /// become JSON integers, so `"qos": 1` deserializes into an integer field.
 pub fn struct_to_json(value: Option<&prost_types::Struct>) -> Map<String, Value> {
     value
-        .map(|s| s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+        .map(|s| {
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value_to_json(v)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -31,14 +36,19 @@ fn number_to_json(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() <= MAX_SAFE {
         Value::Number(Number::from(n as i64))
     } else {
-        Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
+        Number::from_f64(n)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
 /// A JSON object as a protobuf Struct.
 pub fn json_to_struct(map: &Map<String, Value>) -> prost_types::Struct {
     prost_types::Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
     }
 }
 
@@ -105,7 +115,9 @@ pub fn event_to_proto(event: Event) -> proto::EventPayload {
             metadata,
         }),
     };
-    proto::EventPayload { object: Some(object) }
+    proto::EventPayload {
+        object: Some(object),
+    }
 }
 
 #[cfg(test)]

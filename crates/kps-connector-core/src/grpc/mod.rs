@@ -74,7 +74,10 @@ impl ConnectorGrpc {
                 )
             })
             .collect();
-        let params = subscribed.iter().map(|e| (e.spec.id.clone(), e.params.clone())).collect();
+        let params = subscribed
+            .iter()
+            .map(|e| (e.spec.id.clone(), e.params.clone()))
+            .collect();
         let discovery = tokio::time::timeout(
             DISCOVERY_TIMEOUT,
             deps.connector.discover(deps.config.current(), params),
@@ -82,7 +85,8 @@ impl ConnectorGrpc {
         .await;
         match discovery {
             Ok(Ok(found)) => {
-                deps.events.resolve(alert_ids::DISCOVERY, "", "discovery works again");
+                deps.events
+                    .resolve(alert_ids::DISCOVERY, "", "discovery works again");
                 for d in found {
                     streams
                         .entry(d.id.clone())
@@ -147,7 +151,9 @@ impl ConnectorService for ConnectorGrpc {
                 }]
             }
             Ok(PayloadKind::Unspecified) => {
-                return Err(Status::invalid_argument("kind: PAYLOAD_KIND_UNSPECIFIED; ask for STREAM or CONFIG"));
+                return Err(Status::invalid_argument(
+                    "kind: PAYLOAD_KIND_UNSPECIFIED; ask for STREAM or CONFIG",
+                ));
             }
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
@@ -171,14 +177,17 @@ impl ConnectorService for ConnectorGrpc {
         // One SetPayload at a time, so validation and application see the same state.
         let _guard = self.apply_lock.lock().await;
         let deps = self.supervisor.deps();
-        let valid = validate_request(deps.connector.as_ref(), &deps.config, &request.payloads).map_err(|message| {
-            tracing::info!(%message, "SetPayload refused");
-            Status::invalid_argument(message)
-        })?;
+        let valid = validate_request(deps.connector.as_ref(), &deps.config, &request.payloads)
+            .map_err(|message| {
+                tracing::info!(%message, "SetPayload refused");
+                Status::invalid_argument(message)
+            })?;
         if let Some(config) = valid.config {
             if let (Some(control), Some(level)) = (
                 &self.log_control,
-                config.get(crate::config::LOG_LEVEL_KEY).and_then(|v| v.as_str()),
+                config
+                    .get(crate::config::LOG_LEVEL_KEY)
+                    .and_then(|v| v.as_str()),
             ) && let Err(e) = control(level)
             {
                 return Err(Status::invalid_argument(format!("config.log_level: {e}")));
@@ -189,7 +198,9 @@ impl ConnectorService for ConnectorGrpc {
         if let Some(streams) = valid.streams {
             self.supervisor.apply(streams).await;
         }
-        Ok(Response::new(proto::SetPayloadResponse { status: ok_status() }))
+        Ok(Response::new(proto::SetPayloadResponse {
+            status: ok_status(),
+        }))
     }
 
     async fn get_events(

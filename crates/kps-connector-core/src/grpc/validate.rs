@@ -42,7 +42,10 @@ pub fn validate_request(
             Some(proto::payload::Object::Stream(s)) => {
                 let entry = validate_stream(connector, index, s)?;
                 if !seen.insert(entry.spec.id.clone()) {
-                    return Err(format!("payloads[{index}].stream.id: duplicate stream id `{}`", entry.spec.id));
+                    return Err(format!(
+                        "payloads[{index}].stream.id: duplicate stream id `{}`",
+                        entry.spec.id
+                    ));
                 }
                 streams.push(entry);
             }
@@ -51,7 +54,9 @@ pub fn validate_request(
     if let Some(update) = config_update {
         let merged = config.merged(&update);
         validate_core_keys(&merged).map_err(|e| format!("config: {e}"))?;
-        connector.validate_config(&merged).map_err(|e| format!("config: {e}"))?;
+        connector
+            .validate_config(&merged)
+            .map_err(|e| format!("config: {e}"))?;
         request.config = Some(merged);
     }
     if !streams.is_empty() || payloads.is_empty() {
@@ -60,7 +65,11 @@ pub fn validate_request(
     Ok(request)
 }
 
-fn validate_stream(connector: &dyn ErasedConnector, index: usize, stream: &proto::Stream) -> Result<StreamEntry, String> {
+fn validate_stream(
+    connector: &dyn ErasedConnector,
+    index: usize,
+    stream: &proto::Stream,
+) -> Result<StreamEntry, String> {
     let at = format!("payloads[{index}].stream");
     if stream.id.is_empty() {
         return Err(format!("{at}.id: must not be empty"));
@@ -70,10 +79,15 @@ fn validate_stream(connector: &dyn ErasedConnector, index: usize, stream: &proto
         Ok(proto::StreamDirection::Ingress) => Direction::Ingress,
         Ok(proto::StreamDirection::Egress) => Direction::Egress,
         Ok(proto::StreamDirection::Unspecified) => {
-            return Err(format!("{at}.direction: stream `{id}` has no direction (unspecified)"));
+            return Err(format!(
+                "{at}.direction: stream `{id}` has no direction (unspecified)"
+            ));
         }
         Err(_) => {
-            return Err(format!("{at}.direction: stream `{id}` has an unknown direction {}", stream.direction));
+            return Err(format!(
+                "{at}.direction: stream `{id}` has an unknown direction {}",
+                stream.direction
+            ));
         }
     };
     let info = connector.info();
@@ -84,7 +98,9 @@ fn validate_stream(connector: &dyn ErasedConnector, index: usize, stream: &proto
         ));
     }
     if stream.transport_channel.is_empty() {
-        return Err(format!("{at}.transport_channel: stream `{id}` has no transport channel"));
+        return Err(format!(
+            "{at}.transport_channel: stream `{id}` has no transport channel"
+        ));
     }
     validate_subject(&stream.transport_channel, direction == Direction::Egress)
         .map_err(|e| format!("{at}.transport_channel: stream `{id}`: {e}"))?;

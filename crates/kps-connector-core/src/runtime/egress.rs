@@ -83,9 +83,9 @@ async fn write_loop(
             next = subscription.next() => next,
         };
         let Some(first) = first else {
-            return Err(StreamError::Transport(crate::transport::TransportError::Unavailable(
-                "subscription ended".to_owned(),
-            )));
+            return Err(StreamError::Transport(
+                crate::transport::TransportError::Unavailable("subscription ended".to_owned()),
+            ));
         };
         let mut batch = Batch::default();
         take(deps, ctx, &mut batch, first?).await?;
@@ -107,7 +107,8 @@ async fn write_loop(
                     ctx.metrics.error();
                     ctx.metrics.restart();
                     tracing::warn!(error = %e, "sink write failed; reopening");
-                    ctx.events.status(&ctx.stream_id, State::Unhealthy, format!("retrying: {e}"));
+                    ctx.events
+                        .status(&ctx.stream_id, State::Unhealthy, format!("retrying: {e}"));
                     ctx.alert(alert_ids::CONNECTION, Severity::Warning, e.to_string());
                     loop {
                         if !backoff.wait(&ctx.cancel).await {
@@ -122,7 +123,11 @@ async fn write_loop(
                                 break;
                             }
                             Err(e) if e.is_retryable() => {
-                                ctx.events.status(&ctx.stream_id, State::Unhealthy, format!("retrying: {e}"));
+                                ctx.events.status(
+                                    &ctx.stream_id,
+                                    State::Unhealthy,
+                                    format!("retrying: {e}"),
+                                );
                                 ctx.alert(alert_ids::CONNECTION, Severity::Warning, e.to_string());
                             }
                             Err(e) => return Err(e.into()),
@@ -147,7 +152,12 @@ async fn try_write(
 }
 
 /// Adds a delivery to the batch, or handles it as undecodable.
-async fn take(deps: &StreamDeps, ctx: &StreamContext, batch: &mut Batch, delivery: Delivery) -> Result<(), StreamError> {
+async fn take(
+    deps: &StreamDeps,
+    ctx: &StreamContext,
+    batch: &mut Batch,
+    delivery: Delivery,
+) -> Result<(), StreamError> {
     match wire::decode(delivery.payload.clone()) {
         Ok((_, records)) => {
             batch.records.extend(records);
@@ -160,7 +170,10 @@ async fn take(deps: &StreamDeps, ctx: &StreamContext, batch: &mut Batch, deliver
             ctx.alert(
                 alert_ids::UNDECODABLE_INPUT,
                 Severity::Warning,
-                format!("undecodable message on {} skipped: {e}", ctx.transport_channel),
+                format!(
+                    "undecodable message on {} skipped: {e}",
+                    ctx.transport_channel
+                ),
             );
             if let Some(subject) = dead_letter_subject(&deps.config.current(), &ctx.stream_id) {
                 deps.transport
@@ -174,13 +187,23 @@ async fn take(deps: &StreamDeps, ctx: &StreamContext, batch: &mut Batch, deliver
     }
 }
 
-async fn write_batch(deps: &StreamDeps, ctx: &StreamContext, sink: &mut dyn Sink, batch: Batch) -> Result<(), StreamError> {
+async fn write_batch(
+    deps: &StreamDeps,
+    ctx: &StreamContext,
+    sink: &mut dyn Sink,
+    batch: Batch,
+) -> Result<(), StreamError> {
     let outcome = try_write(ctx, sink, &batch.records).await?;
     finish(deps, ctx, batch, outcome).await
 }
 
 /// After a confirmed write: dead-letter the refused records, acknowledge the deliveries, count.
-async fn finish(deps: &StreamDeps, ctx: &StreamContext, batch: Batch, outcome: WriteOutcome) -> Result<(), StreamError> {
+async fn finish(
+    deps: &StreamDeps,
+    ctx: &StreamContext,
+    batch: Batch,
+    outcome: WriteOutcome,
+) -> Result<(), StreamError> {
     if !outcome.rejected.is_empty() {
         let dead_letters = dead_letter_subject(&deps.config.current(), &ctx.stream_id);
         for rejected in &outcome.rejected {
@@ -202,7 +225,11 @@ async fn finish(deps: &StreamDeps, ctx: &StreamContext, batch: Batch, outcome: W
             format!(
                 "{} record(s) refused by the outside system{}; first: {first}",
                 outcome.rejected.len(),
-                if dead_letters.is_some() { " and dead-lettered" } else { "" },
+                if dead_letters.is_some() {
+                    " and dead-lettered"
+                } else {
+                    ""
+                },
             ),
         );
     }
@@ -212,6 +239,7 @@ async fn finish(deps: &StreamDeps, ctx: &StreamContext, batch: Batch, outcome: W
     for delivery in batch.deliveries {
         delivery.ack().await?;
     }
-    ctx.metrics.record_batch(records - outcome.rejected.len() as u64, bytes, messages);
+    ctx.metrics
+        .record_batch(records - outcome.rejected.len() as u64, bytes, messages);
     Ok(())
 }

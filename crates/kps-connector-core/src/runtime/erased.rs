@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
 use crate::config::ConfigMap;
-use crate::connector::{Connector, ConnectorInfo, DiscoveredStream, Direction};
+use crate::connector::{Connector, ConnectorInfo, Direction, DiscoveredStream};
 use crate::context::{DiscoveryContext, StreamContext};
 use crate::error::{ConnectorError, ConnectorResult};
 use crate::params::parse_params;
@@ -23,15 +23,31 @@ pub trait ErasedConnector: Send + Sync + 'static {
     /// See [`Connector::info`].
     fn info(&self) -> ConnectorInfo;
     /// Parses and validates one stream's metadata for `direction`.
-    fn parse(&self, direction: Direction, metadata: &Map<String, Value>) -> ConnectorResult<ParsedParams>;
+    fn parse(
+        &self,
+        direction: Direction,
+        metadata: &Map<String, Value>,
+    ) -> ConnectorResult<ParsedParams>;
     /// See [`Connector::validate_config`].
     fn validate_config(&self, config: &Map<String, Value>) -> ConnectorResult<()>;
     /// See [`Connector::open_source`].
-    fn open_source<'a>(&'a self, ctx: StreamContext, params: &'a ParsedParams) -> BoxFuture<'a, ConnectorResult<Box<dyn Source>>>;
+    fn open_source<'a>(
+        &'a self,
+        ctx: StreamContext,
+        params: &'a ParsedParams,
+    ) -> BoxFuture<'a, ConnectorResult<Box<dyn Source>>>;
     /// See [`Connector::open_sink`].
-    fn open_sink<'a>(&'a self, ctx: StreamContext, params: &'a ParsedParams) -> BoxFuture<'a, ConnectorResult<Box<dyn Sink>>>;
+    fn open_sink<'a>(
+        &'a self,
+        ctx: StreamContext,
+        params: &'a ParsedParams,
+    ) -> BoxFuture<'a, ConnectorResult<Box<dyn Sink>>>;
     /// See [`Connector::discover`].
-    fn discover(&self, config: ConfigMap, streams: Vec<(String, ParsedParams)>) -> BoxFuture<'_, ConnectorResult<Vec<DiscoveredStream>>>;
+    fn discover(
+        &self,
+        config: ConfigMap,
+        streams: Vec<(String, ParsedParams)>,
+    ) -> BoxFuture<'_, ConnectorResult<Vec<DiscoveredStream>>>;
     /// The JSON Schema of one stream's metadata.
     fn stream_schema(&self) -> schemars::Schema;
     /// The JSON Schema of the dynamic config.
@@ -53,7 +69,11 @@ impl<C: Connector> ErasedConnector for Erased<C> {
         self.0.info()
     }
 
-    fn parse(&self, direction: Direction, metadata: &Map<String, Value>) -> ConnectorResult<ParsedParams> {
+    fn parse(
+        &self,
+        direction: Direction,
+        metadata: &Map<String, Value>,
+    ) -> ConnectorResult<ParsedParams> {
         let params: C::Params = parse_params(metadata)?;
         self.0.validate(direction, &params)?;
         Ok(Arc::new(params))
@@ -63,21 +83,33 @@ impl<C: Connector> ErasedConnector for Erased<C> {
         self.0.validate_config(config)
     }
 
-    fn open_source<'a>(&'a self, ctx: StreamContext, params: &'a ParsedParams) -> BoxFuture<'a, ConnectorResult<Box<dyn Source>>> {
+    fn open_source<'a>(
+        &'a self,
+        ctx: StreamContext,
+        params: &'a ParsedParams,
+    ) -> BoxFuture<'a, ConnectorResult<Box<dyn Source>>> {
         Box::pin(async move {
             let params = downcast::<C::Params>(params)?;
             self.0.open_source(ctx, &params).await
         })
     }
 
-    fn open_sink<'a>(&'a self, ctx: StreamContext, params: &'a ParsedParams) -> BoxFuture<'a, ConnectorResult<Box<dyn Sink>>> {
+    fn open_sink<'a>(
+        &'a self,
+        ctx: StreamContext,
+        params: &'a ParsedParams,
+    ) -> BoxFuture<'a, ConnectorResult<Box<dyn Sink>>> {
         Box::pin(async move {
             let params = downcast::<C::Params>(params)?;
             self.0.open_sink(ctx, &params).await
         })
     }
 
-    fn discover(&self, config: ConfigMap, streams: Vec<(String, ParsedParams)>) -> BoxFuture<'_, ConnectorResult<Vec<DiscoveredStream>>> {
+    fn discover(
+        &self,
+        config: ConfigMap,
+        streams: Vec<(String, ParsedParams)>,
+    ) -> BoxFuture<'_, ConnectorResult<Vec<DiscoveredStream>>> {
         Box::pin(async move {
             let streams = streams
                 .into_iter()

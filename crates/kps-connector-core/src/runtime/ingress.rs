@@ -59,7 +59,12 @@ pub(super) async fn run(
             let confirmation = if next.records.is_empty() {
                 Confirmation::confirmed()
             } else {
-                let encoded = wire::encode_batches(wire::now_nanos(), &next.records, batch.max_records, max_bytes);
+                let encoded = wire::encode_batches(
+                    wire::now_nanos(),
+                    &next.records,
+                    batch.max_records,
+                    max_bytes,
+                );
                 messages = encoded.len() as u64;
                 deps.transport.publish(&channel, encoded).await?
             };
@@ -90,8 +95,11 @@ pub(super) async fn run(
                     .record_batch(in_flight.records, in_flight.bytes, in_flight.messages);
                 backoff.reset();
                 if publish_alert_open {
-                    ctx.events
-                        .resolve(alert_ids::TRANSPORT_PUBLISH, &ctx.stream_id, "publishing again");
+                    ctx.events.resolve(
+                        alert_ids::TRANSPORT_PUBLISH,
+                        &ctx.stream_id,
+                        "publishing again",
+                    );
                     publish_alert_open = false;
                 }
             }

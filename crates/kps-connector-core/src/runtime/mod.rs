@@ -2,8 +2,8 @@
 //! task per stream, each retrying on its own with backoff so one stream's failure never touches
 //! another.
 
-pub mod erased;
 mod egress;
+pub mod erased;
 mod ingress;
 pub mod stream_set;
 
@@ -91,7 +91,9 @@ impl StreamError {
     fn alert_id(&self) -> &'static str {
         match self {
             StreamError::Connector(_) => alert_ids::CONNECTION,
-            StreamError::Transport(TransportError::Subscribe { .. }) => alert_ids::TRANSPORT_SUBSCRIBE,
+            StreamError::Transport(TransportError::Subscribe { .. }) => {
+                alert_ids::TRANSPORT_SUBSCRIBE
+            }
             StreamError::Transport(_) => alert_ids::TRANSPORT_PUBLISH,
         }
     }
@@ -139,7 +141,10 @@ impl Supervisor {
 
     /// The subscribed streams now (cheap; does not wait for an apply in progress).
     pub fn streams(&self) -> Arc<Vec<StreamEntry>> {
-        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Makes the running set equal to `desired` (already validated): stops removed streams,
@@ -189,7 +194,11 @@ impl Supervisor {
         self.tracker.wait().await;
     }
 
-    async fn stop_all(&self, streams: Vec<RunningStream>, forget: &std::collections::BTreeSet<String>) {
+    async fn stop_all(
+        &self,
+        streams: Vec<RunningStream>,
+        forget: &std::collections::BTreeSet<String>,
+    ) {
         for stream in &streams {
             stream.cancel.cancel();
         }
@@ -236,7 +245,12 @@ impl Supervisor {
 
 /// One stream's life: open, move records, and on a retryable error report UNHEALTHY, back off
 /// and open again, until cancelled or failed for good.
-async fn run_stream(deps: Arc<StreamDeps>, spec: StreamSpec, params: ParsedParams, cancel: CancellationToken) {
+async fn run_stream(
+    deps: Arc<StreamDeps>,
+    spec: StreamSpec,
+    params: ParsedParams,
+    cancel: CancellationToken,
+) {
     let events = &deps.events;
     events.status(&spec.id, State::Provisioning, "starting");
     let metrics = deps.metrics.stream(&spec.id, spec.direction);
@@ -267,7 +281,13 @@ async fn run_stream(deps: Arc<StreamDeps>, spec: StreamSpec, params: ParsedParam
                 metrics.restart();
                 tracing::warn!(error = %e, attempt = backoff.attempts() + 1, "stream interrupted; retrying");
                 events.status(&spec.id, State::Unhealthy, format!("retrying: {e}"));
-                events.alert(e.alert_id(), &spec.id, Severity::Warning, State::Unhealthy, e.to_string());
+                events.alert(
+                    e.alert_id(),
+                    &spec.id,
+                    Severity::Warning,
+                    State::Unhealthy,
+                    e.to_string(),
+                );
                 if !backoff.wait(&cancel).await {
                     return;
                 }
@@ -276,7 +296,13 @@ async fn run_stream(deps: Arc<StreamDeps>, spec: StreamSpec, params: ParsedParam
                 metrics.error();
                 tracing::error!(error = %e, "stream failed");
                 events.status(&spec.id, State::Failed, e.to_string());
-                events.alert(alert_ids::FAILED, &spec.id, Severity::Critical, State::Failed, e.to_string());
+                events.alert(
+                    alert_ids::FAILED,
+                    &spec.id,
+                    Severity::Critical,
+                    State::Failed,
+                    e.to_string(),
+                );
                 return;
             }
         }
@@ -287,6 +313,7 @@ async fn run_stream(deps: Arc<StreamDeps>, spec: StreamSpec, params: ParsedParam
 fn report_open(ctx: &StreamContext, what: &str) {
     ctx.events.status(&ctx.stream_id, State::Healthy, what);
     for id in [alert_ids::CONNECTION, alert_ids::TRANSPORT_SUBSCRIBE] {
-        ctx.events.resolve(id, &ctx.stream_id, format!("recovered: {what}"));
+        ctx.events
+            .resolve(id, &ctx.stream_id, format!("recovered: {what}"));
     }
 }

@@ -38,8 +38,10 @@ pub fn plan<'a>(
     running: impl IntoIterator<Item = &'a StreamSpec>,
     desired: impl IntoIterator<Item = &'a StreamSpec>,
 ) -> Plan {
-    let running: BTreeMap<&str, &StreamSpec> = running.into_iter().map(|s| (s.id.as_str(), s)).collect();
-    let desired: BTreeMap<&str, &StreamSpec> = desired.into_iter().map(|s| (s.id.as_str(), s)).collect();
+    let running: BTreeMap<&str, &StreamSpec> =
+        running.into_iter().map(|s| (s.id.as_str(), s)).collect();
+    let desired: BTreeMap<&str, &StreamSpec> =
+        desired.into_iter().map(|s| (s.id.as_str(), s)).collect();
     let mut plan = Plan::default();
     for (id, spec) in &desired {
         match running.get(id) {
@@ -89,10 +91,22 @@ mod tests {
         for running_mask in 0u32..16 {
             for desired_mask in 0u32..16 {
                 for changed_mask in 0u32..16 {
-                    let running: Vec<_> = (0..4).filter(|i| running_mask & (1 << i) != 0).map(|i| spec(ids[i], "x")).collect();
+                    let running: Vec<_> = (0..4)
+                        .filter(|i| running_mask & (1 << i) != 0)
+                        .map(|i| spec(ids[i], "x"))
+                        .collect();
                     let desired: Vec<_> = (0..4)
                         .filter(|i| desired_mask & (1 << i) != 0)
-                        .map(|i| spec(ids[i], if changed_mask & (1 << i) != 0 { "y" } else { "x" }))
+                        .map(|i| {
+                            spec(
+                                ids[i],
+                                if changed_mask & (1 << i) != 0 {
+                                    "y"
+                                } else {
+                                    "x"
+                                },
+                            )
+                        })
                         .collect();
                     let plan = plan(&running, &desired);
                     for (i, id) in ids.iter().enumerate() {
@@ -101,7 +115,11 @@ mod tests {
                             .filter(|b| b.contains(*id))
                             .count();
                         let present = (running_mask | desired_mask) & (1 << i) != 0;
-                        assert_eq!(buckets, usize::from(present), "{id} {running_mask} {desired_mask} {changed_mask}");
+                        assert_eq!(
+                            buckets,
+                            usize::from(present),
+                            "{id} {running_mask} {desired_mask} {changed_mask}"
+                        );
                     }
                 }
             }

@@ -50,7 +50,9 @@ impl JetStreamTransport {
         if let Some(name) = self.cached_stream(subject) {
             return Ok(name);
         }
-        let unavailable = |e: &dyn std::fmt::Display| TransportError::Unavailable(format!("JetStream stream for {subject}: {e}"));
+        let unavailable = |e: &dyn std::fmt::Display| {
+            TransportError::Unavailable(format!("JetStream stream for {subject}: {e}"))
+        };
         let name = match self.context.stream_by_subject(subject).await {
             Ok(name) => name,
             Err(_) => {
@@ -90,7 +92,9 @@ impl JetStreamTransport {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| TransportError::Unavailable(format!("key-value bucket {bucket}: {e}")))?,
+                .map_err(|e| {
+                    TransportError::Unavailable(format!("key-value bucket {bucket}: {e}"))
+                })?,
         };
         Ok(KvStateBackend { store })
     }
@@ -98,7 +102,11 @@ impl JetStreamTransport {
 
 #[async_trait]
 impl Transport for JetStreamTransport {
-    async fn publish(&self, subject: &str, messages: Vec<Bytes>) -> Result<Confirmation, TransportError> {
+    async fn publish(
+        &self,
+        subject: &str,
+        messages: Vec<Bytes>,
+    ) -> Result<Confirmation, TransportError> {
         self.stream_for(subject).await?;
         let mut acks = Vec::with_capacity(messages.len());
         for message in messages {
@@ -135,11 +143,23 @@ impl Transport for JetStreamTransport {
         }))
     }
 
-    async fn publish_dead_letter(&self, subject: &str, message: Bytes, reason: &str) -> Result<(), TransportError> {
-        self.nats.publish_dead_letter(subject, message, reason).await
+    async fn publish_dead_letter(
+        &self,
+        subject: &str,
+        message: Bytes,
+        reason: &str,
+    ) -> Result<(), TransportError> {
+        self.nats
+            .publish_dead_letter(subject, message, reason)
+            .await
     }
 
-    async fn subscribe(&self, subject: &str, _group: &str, durable: &str) -> Result<Box<dyn Subscription>, TransportError> {
+    async fn subscribe(
+        &self,
+        subject: &str,
+        _group: &str,
+        durable: &str,
+    ) -> Result<Box<dyn Subscription>, TransportError> {
         let subscribe_error = |e: &dyn std::fmt::Display| TransportError::Subscribe {
             subject: subject.to_owned(),
             message: e.to_string(),
@@ -186,8 +206,13 @@ fn delivery(
     item: Result<jetstream::Message, consumer::pull::MessagesError>,
 ) -> Result<Delivery, TransportError> {
     match item {
-        Ok(message) => Ok(Delivery::new(message.payload.clone(), Box::new(JetStreamAck(message)))),
-        Err(e) => Err(TransportError::Unavailable(format!("JetStream consumer: {e}"))),
+        Ok(message) => Ok(Delivery::new(
+            message.payload.clone(),
+            Box::new(JetStreamAck(message)),
+        )),
+        Err(e) => Err(TransportError::Unavailable(format!(
+            "JetStream consumer: {e}"
+        ))),
     }
 }
 
@@ -212,7 +237,10 @@ struct JetStreamAck(jetstream::Message);
 #[async_trait]
 impl DeliveryAck for JetStreamAck {
     async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        self.0.ack().await.map_err(|e| TransportError::Ack(e.to_string()))
+        self.0
+            .ack()
+            .await
+            .map_err(|e| TransportError::Ack(e.to_string()))
     }
 }
 

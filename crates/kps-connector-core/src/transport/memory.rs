@@ -41,7 +41,11 @@ impl MemoryTransport {
 
     /// The dead letters published so far: (subject, message, reason).
     pub fn dead_letters(&self) -> Vec<(String, Bytes, String)> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).dead_letters.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dead_letters
+            .clone()
     }
 
     fn targets(&self, subject: &str) -> Vec<mpsc::Sender<Bytes>> {
@@ -66,7 +70,11 @@ impl MemoryTransport {
 
 #[async_trait]
 impl Transport for MemoryTransport {
-    async fn publish(&self, subject: &str, messages: Vec<Bytes>) -> Result<Confirmation, TransportError> {
+    async fn publish(
+        &self,
+        subject: &str,
+        messages: Vec<Bytes>,
+    ) -> Result<Confirmation, TransportError> {
         for message in messages {
             for target in self.targets(subject) {
                 // A subscriber that went away is like NATS with nobody listening.
@@ -76,7 +84,12 @@ impl Transport for MemoryTransport {
         Ok(Confirmation::confirmed())
     }
 
-    async fn publish_dead_letter(&self, subject: &str, message: Bytes, reason: &str) -> Result<(), TransportError> {
+    async fn publish_dead_letter(
+        &self,
+        subject: &str,
+        message: Bytes,
+        reason: &str,
+    ) -> Result<(), TransportError> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -85,7 +98,12 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
-    async fn subscribe(&self, subject: &str, group: &str, _durable: &str) -> Result<Box<dyn Subscription>, TransportError> {
+    async fn subscribe(
+        &self,
+        subject: &str,
+        group: &str,
+        _durable: &str,
+    ) -> Result<Box<dyn Subscription>, TransportError> {
         let (tx, rx) = mpsc::channel(1024);
         self.inner
             .lock()
@@ -115,11 +133,17 @@ struct MemorySubscription {
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
-        self.rx.recv().await.map(|p| Ok(Delivery::unacknowledged(p)))
+        self.rx
+            .recv()
+            .await
+            .map(|p| Ok(Delivery::unacknowledged(p)))
     }
 
     fn try_next(&mut self) -> Option<Result<Delivery, TransportError>> {
-        self.rx.try_recv().ok().map(|p| Ok(Delivery::unacknowledged(p)))
+        self.rx
+            .try_recv()
+            .ok()
+            .map(|p| Ok(Delivery::unacknowledged(p)))
     }
 
     async fn unsubscribe(&mut self) -> Result<(), TransportError> {

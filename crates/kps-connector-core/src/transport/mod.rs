@@ -59,7 +59,10 @@ impl Confirmation {
 impl Future for Confirmation {
     type Output = Result<(), TransportError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         self.0.as_mut().poll(cx)
     }
 }
@@ -76,15 +79,29 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes encoded TransportMessages on `subject`, in order. Returns once they are handed
     /// to the client (applying backpressure); the [`Confirmation`] resolves when the server has
     /// them (core NATS: a server round trip after them; JetStream: every publish ack).
-    async fn publish(&self, subject: &str, messages: Vec<Bytes>) -> Result<Confirmation, TransportError>;
+    async fn publish(
+        &self,
+        subject: &str,
+        messages: Vec<Bytes>,
+    ) -> Result<Confirmation, TransportError>;
 
     /// Publishes one refused record, as a TransportMessage, on a dead-letter subject, with the
     /// reason in a `Kps-Dead-Letter-Reason` header, and waits for the confirmation.
-    async fn publish_dead_letter(&self, subject: &str, message: Bytes, reason: &str) -> Result<(), TransportError>;
+    async fn publish_dead_letter(
+        &self,
+        subject: &str,
+        message: Bytes,
+        reason: &str,
+    ) -> Result<(), TransportError>;
 
     /// Subscribes to `subject`. `group` is the queue group (replicas share the load);
     /// `durable` names the durable consumer in JetStream mode.
-    async fn subscribe(&self, subject: &str, group: &str, durable: &str) -> Result<Box<dyn Subscription>, TransportError>;
+    async fn subscribe(
+        &self,
+        subject: &str,
+        group: &str,
+        durable: &str,
+    ) -> Result<Box<dyn Subscription>, TransportError>;
 
     /// The largest message the server accepts.
     fn max_message_bytes(&self) -> usize;
@@ -137,7 +154,10 @@ impl Delivery {
 
     /// A delivery acknowledged through `ack` (JetStream).
     pub fn new(payload: Bytes, ack: Box<dyn DeliveryAck>) -> Self {
-        Self { payload, ack: Some(ack) }
+        Self {
+            payload,
+            ack: Some(ack),
+        }
     }
 
     /// Acknowledges the delivery, if the transport needs it.
@@ -163,7 +183,9 @@ pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<(), Stri
             return Err(format!("`{subject}` has an empty token"));
         }
         if !allow_wildcards && (token == "*" || token == ">") {
-            return Err(format!("`{subject}` has a wildcard, which cannot be published to"));
+            return Err(format!(
+                "`{subject}` has a wildcard, which cannot be published to"
+            ));
         }
     }
     Ok(())

@@ -55,7 +55,10 @@ impl std::fmt::Debug for NatsTransport {
 impl NatsTransport {
     /// Connects; a server that is not reachable yet is retried in the background forever (the
     /// streams report UNHEALTHY meanwhile), so this only fails on a malformed URL.
-    pub async fn connect(options: &NatsOptions, events: EventRegistry) -> Result<Self, TransportError> {
+    pub async fn connect(
+        options: &NatsOptions,
+        events: EventRegistry,
+    ) -> Result<Self, TransportError> {
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
         let client = async_nats::ConnectOptions::new()
@@ -98,7 +101,9 @@ impl NatsTransport {
                 ))),
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
-                Ok(Err(e)) => Err(TransportError::Unavailable(format!("confirmation round trip: {e}"))),
+                Ok(Err(e)) => Err(TransportError::Unavailable(format!(
+                    "confirmation round trip: {e}"
+                ))),
             }
         })
     }
@@ -158,13 +163,23 @@ pub(crate) fn unique_token() -> String {
 /// Makes a stream id usable as a queue group or durable name: `[A-Za-z0-9_-]`, others as `_`.
 pub(crate) fn sanitize_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 #[async_trait]
 impl Transport for NatsTransport {
-    async fn publish(&self, subject: &str, messages: Vec<Bytes>) -> Result<Confirmation, TransportError> {
+    async fn publish(
+        &self,
+        subject: &str,
+        messages: Vec<Bytes>,
+    ) -> Result<Confirmation, TransportError> {
         let subject_name = Subject::from(subject);
         for message in messages {
             self.client
@@ -178,9 +193,17 @@ impl Transport for NatsTransport {
         Ok(self.round_trip())
     }
 
-    async fn publish_dead_letter(&self, subject: &str, message: Bytes, reason: &str) -> Result<(), TransportError> {
+    async fn publish_dead_letter(
+        &self,
+        subject: &str,
+        message: Bytes,
+        reason: &str,
+    ) -> Result<(), TransportError> {
         let mut headers = HeaderMap::new();
-        headers.insert(DEAD_LETTER_REASON_HEADER, reason.replace(['\r', '\n'], " ").as_str());
+        headers.insert(
+            DEAD_LETTER_REASON_HEADER,
+            reason.replace(['\r', '\n'], " ").as_str(),
+        );
         self.client
             .publish_with_headers(subject.to_owned(), headers, message)
             .await
@@ -191,7 +214,12 @@ impl Transport for NatsTransport {
         self.round_trip().await
     }
 
-    async fn subscribe(&self, subject: &str, group: &str, _durable: &str) -> Result<Box<dyn Subscription>, TransportError> {
+    async fn subscribe(
+        &self,
+        subject: &str,
+        group: &str,
+        _durable: &str,
+    ) -> Result<Box<dyn Subscription>, TransportError> {
         let subscriber = self
             .client
             .queue_subscribe(subject.to_owned(), sanitize_name(group))

@@ -21,7 +21,7 @@ pub struct DecodeError(String);
 /// The number of bytes a varint takes.
 fn varint_len(value: u64) -> usize {
     // 1 byte per 7 bits, at least one.
-    ((64 - (value | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(buf: &mut BytesMut, mut value: u64) {
@@ -49,7 +49,10 @@ pub fn header_encoded_len(timestamp_nanos: i64) -> usize {
 /// Encodes a TransportMessage holding `records` stamped `timestamp_nanos`.
 pub fn encode(timestamp_nanos: i64, records: &[Bytes]) -> Bytes {
     let len = header_encoded_len(timestamp_nanos)
-        + records.iter().map(|r| record_encoded_len(r.len())).sum::<usize>();
+        + records
+            .iter()
+            .map(|r| record_encoded_len(r.len()))
+            .sum::<usize>();
     let mut buf = BytesMut::with_capacity(len);
     if timestamp_nanos != 0 {
         buf.put_u8(TIMESTAMP_TAG);
@@ -79,7 +82,12 @@ pub fn now_nanos() -> i64 {
 
 /// Splits records into TransportMessages of at most `max_records` records and `max_bytes`
 /// encoded bytes each (a single record larger than `max_bytes` travels alone).
-pub fn encode_batches(timestamp_nanos: i64, records: &[Bytes], max_records: usize, max_bytes: usize) -> Vec<Bytes> {
+pub fn encode_batches(
+    timestamp_nanos: i64,
+    records: &[Bytes],
+    max_records: usize,
+    max_bytes: usize,
+) -> Vec<Bytes> {
     let max_records = max_records.max(1);
     let header = header_encoded_len(timestamp_nanos);
     let mut messages = Vec::with_capacity(records.len().div_ceil(max_records));
@@ -119,12 +127,22 @@ mod tests {
         let cases: Vec<(i64, Vec<Bytes>)> = vec![
             (0, vec![]),
             (1, vec![Bytes::from_static(b"a")]),
-            (1_700_000_000_123_456_789, vec![Bytes::new(), Bytes::from_static(b"hello"), big.clone()]),
-            (-5, vec![Bytes::from(vec![0u8; 127]), Bytes::from(vec![1u8; 128])]),
+            (
+                1_700_000_000_123_456_789,
+                vec![Bytes::new(), Bytes::from_static(b"hello"), big.clone()],
+            ),
+            (
+                -5,
+                vec![Bytes::from(vec![0u8; 127]), Bytes::from(vec![1u8; 128])],
+            ),
             (i64::MAX, vec![big]),
         ];
         for (ts, records) in cases {
-            assert_eq!(encode(ts, &records).as_ref(), prost_encode(ts, &records).as_slice(), "ts {ts}");
+            assert_eq!(
+                encode(ts, &records).as_ref(),
+                prost_encode(ts, &records).as_slice(),
+                "ts {ts}"
+            );
         }
     }
 
@@ -145,7 +163,10 @@ mod tests {
         assert_eq!(by_count.len(), 3);
         let by_bytes = encode_batches(5, &records, 100, 350);
         assert!(by_bytes.iter().all(|m| m.len() <= 350));
-        let all: Vec<Bytes> = by_bytes.into_iter().flat_map(|m| decode(m).unwrap().1).collect();
+        let all: Vec<Bytes> = by_bytes
+            .into_iter()
+            .flat_map(|m| decode(m).unwrap().1)
+            .collect();
         assert_eq!(all, records);
         let huge = vec![Bytes::from(vec![0u8; 1000])];
         assert_eq!(encode_batches(5, &huge, 10, 100).len(), 1);
