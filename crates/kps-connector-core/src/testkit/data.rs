@@ -32,7 +32,8 @@ pub trait ExternalSystem: Send + Sync {
     /// Writes `records` into the outside system, in order (what an ingress stream reads).
     async fn produce(&self, records: &[Bytes]) -> Result<(), String>;
 
-    /// Reads up to `n` records the egress stream wrote, in order, waiting at most `timeout`.
+    /// Reads the next `n` records the egress stream wrote (after those earlier calls returned),
+    /// in order, waiting at most `timeout`; returns fewer if they did not come in time.
     async fn consume(&self, n: usize, timeout: Duration) -> Result<Vec<Bytes>, String>;
 
     /// Maps a record as it arrived to the form [`ExternalSystem::record`] made (for systems that
