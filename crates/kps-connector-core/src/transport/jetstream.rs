@@ -178,14 +178,23 @@ impl Transport for JetStreamTransport {
                     durable_name: Some(durable.clone()),
                     filter_subject: subject.to_owned(),
                     ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    // A stopped replica's unacknowledged messages come back this soon.
+                    ack_wait: Duration::from_secs(10),
                     max_ack_pending: 10_000,
                     ..Default::default()
                 },
             )
             .await
             .map_err(|e| subscribe_error(&e))?;
-        let messages = consumer.messages().await.map_err(|e| subscribe_error(&e))?;
+        // Short pull requests: one left behind by a stopped replica takes new messages only
+        // briefly (they are redelivered after `ack_wait`).
+        let messages = consumer
+            .stream()
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(|e| subscribe_error(&e))?;
         Ok(Box::new(JetStreamSubscription { messages }))
     }
 

@@ -120,9 +120,10 @@ impl NatsTransport {
         true
     }
 
-    /// Flushes and closes the connection (graceful shutdown).
+    /// Flushes, unsubscribes everything and closes the connection (graceful shutdown).
     pub async fn close(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.drain()).await;
     }
 }
 

@@ -1,0 +1,441 @@
+//! The runtime and the transport against the real NATS server: ingress and egress records, in
+//! order, batching, acknowledgements only after confirmation, undecodable input, sink failures,
+//! isolation, NATS outages and JetStream durability.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{Hub, HubConnector, records};
+use kps_connector_core::testkit::{FaultProxy, NatsProbe, StreamDecl, TestConnector, unique_name};
+use kps_connector_core::{Bytes, State};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn started(hub: &Hub) -> TestConnector<HubConnector> {
+    common::init_logs();
+    TestConnector::start(HubConnector {
+        hub: hub.clone(),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ingress_records_arrive_in_order_and_are_acked_only_once_published() {
+    let hub = Hub::default();
+    let mut connector = started(&hub).await;
+    let (name, channel) = (unique_name("in"), unique_name("kps.rt.in"));
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "in",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    let sent = records("rec", 0..10_000);
+    hub.endpoint(&name).push(sent.clone());
+    let received = arrivals.collect(sent.len(), WAIT).await;
+    assert_eq!(received.len(), sent.len());
+    assert!(received == sent, "records arrive in order");
+    assert_eq!(
+        hub.endpoint(&name).wait_acked(sent.len(), WAIT).await,
+        sent.len()
+    );
+    assert!(
+        arrivals.messages() < sent.len(),
+        "records already waiting travel together"
+    );
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_record_per_message_gives_the_reference_behaviour() {
+    let hub = Hub::default();
+    let mut connector = TestConnector::start_with(
+        HubConnector {
+            hub: hub.clone(),
+            ..Default::default()
+        },
+        |o| {
+            o.max_batch_records = 1;
+        },
+    )
+    .await;
+    let (name, channel) = (unique_name("in"), unique_name("kps.rt.one"));
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "in",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    hub.endpoint(&name).push(records("one", 0..300));
+    assert_eq!(arrivals.collect(300, WAIT).await, records("one", 0..300));
+    assert_eq!(arrivals.messages(), 300);
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn egress_accepts_several_records_per_message_in_order() {
+    let hub = Hub::default();
+    let mut connector = started(&hub).await;
+    let (name, channel) = (unique_name("out"), unique_name("kps.rt.out"));
+    connector
+        .apply(vec![StreamDecl::egress(
+            "out",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    connector.wait_for_state("out", State::Healthy, WAIT).await;
+    let sent = records("e", 0..5_000);
+    NatsProbe::connect()
+        .await
+        .publish_records(&channel, &sent, 7)
+        .await;
+    assert!(hub.endpoint(&name).wait_written(sent.len(), WAIT).await == sent);
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_alerted_dead_lettered_and_skipped() {
+    let hub = Hub::default();
+    let mut connector = started(&hub).await;
+    let (name, channel) = (unique_name("out"), unique_name("kps.rt.bad"));
+    let dead = format!("{channel}.dead");
+    connector
+        .set_config(json!({"dead_letter_subject": "{stream}-placeholder"}))
+        .await
+        .unwrap();
+    connector
+        .set_config(json!({"dead_letter_subject": dead.clone()}))
+        .await
+        .unwrap();
+    connector
+        .apply(vec![StreamDecl::egress(
+            "out",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    connector.wait_for_state("out", State::Healthy, WAIT).await;
+    let probe = NatsProbe::connect().await;
+    let mut dead_letters = probe.subscribe(&dead).await;
+    probe
+        .publish_raw(&channel, Bytes::from_static(&[0x1a, 0xff, 0xff, 0x01]))
+        .await;
+    probe
+        .publish_records(
+            &channel,
+            &[Bytes::from("after"), Bytes::from("reject-me")],
+            2,
+        )
+        .await;
+    assert_eq!(
+        hub.endpoint(&name).wait_written(1, WAIT).await,
+        vec![Bytes::from("after")]
+    );
+    let events = connector.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.id == "undecodable-input" && e.stream_id == "out"),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.id == "record-rejected" && e.stream_id == "out"),
+        "{events:#?}"
+    );
+    // The raw message is dead-lettered as it came; the refused record as a TransportMessage.
+    assert_eq!(
+        dead_letters.collect(1, WAIT).await,
+        vec![Bytes::from("reject-me")]
+    );
+    assert_eq!(dead_letters.undecodable(), 1);
+    let metrics = connector.metrics_text().await;
+    assert!(
+        metrics.contains(
+            r#"kps_stream_undecodable_messages_total{stream="out",direction="egress"} 1"#
+        ),
+        "{metrics}"
+    );
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_sink_is_retried_with_the_same_batch_and_recovers() {
+    let hub = Hub::default();
+    let mut connector = started(&hub).await;
+    let (name, channel) = (unique_name("out"), unique_name("kps.rt.retry"));
+    connector
+        .apply(vec![StreamDecl::egress(
+            "out",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    connector.wait_for_state("out", State::Healthy, WAIT).await;
+    hub.endpoint(&name).fail_writes.store(3, Ordering::SeqCst);
+    let sent = records("s", 0..100);
+    NatsProbe::connect()
+        .await
+        .publish_records(&channel, &sent, 10)
+        .await;
+    connector
+        .wait_for_state("out", State::Unhealthy, WAIT)
+        .await;
+    assert!(
+        hub.endpoint(&name).wait_written(100, WAIT).await == sent,
+        "nothing lost, nothing doubled, in order"
+    );
+    connector.wait_for_state("out", State::Healthy, WAIT).await;
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_failing_stream_does_not_touch_another() {
+    let hub = Hub::default();
+    let mut connector = started(&hub).await;
+    let (good, bad) = (unique_name("good"), unique_name("bad"));
+    let channel = unique_name("kps.rt.iso");
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![
+            StreamDecl::ingress(
+                "bad",
+                unique_name("kps.rt.bad"),
+                json!({"name": bad, "fail_open": true}),
+            ),
+            StreamDecl::ingress("good", channel.as_str(), json!({"name": good})),
+        ])
+        .await
+        .unwrap();
+    hub.endpoint(&good).push(records("g", 0..500));
+    assert_eq!(arrivals.collect(500, WAIT).await.len(), 500);
+    connector
+        .wait_for_state("bad", State::Unhealthy, WAIT)
+        .await;
+    connector.wait_for_state("good", State::Healthy, WAIT).await;
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_never_acknowledges_what_was_not_published() {
+    let hub = Hub::default();
+    let mut connector = started(&hub).await;
+    let (name, channel) = (unique_name("in"), unique_name("kps.rt.drain"));
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "in",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    hub.endpoint(&name).push(records("d", 0..20_000));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    connector.shutdown().await;
+    let acked = hub.endpoint(&name).acked.load(Ordering::SeqCst);
+    let received = arrivals.drain(Duration::from_millis(500)).await;
+    assert!(
+        received.len() >= acked,
+        "acked {acked} but only {} arrived",
+        received.len()
+    );
+    assert_eq!(received[..acked], records("d", 0..acked)[..]);
+}
+
+#[tokio::test]
+async fn the_grpc_server_serves_while_nats_is_unreachable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let hub = Hub::default();
+    let mut connector = TestConnector::start_with(
+        HubConnector {
+            hub: hub.clone(),
+            ..Default::default()
+        },
+        |o| {
+            o.nats_url = format!("nats://{closed}");
+        },
+    )
+    .await;
+    let name = unique_name("in");
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "in",
+            unique_name("kps.rt.nonats"),
+            json!({"name": name}),
+        )])
+        .await
+        .expect("streams are accepted while NATS is down");
+    hub.endpoint(&name).push(records("n", 0..3));
+    connector
+        .wait_for_state("in", State::Unhealthy, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        hub.endpoint(&name).acked.load(Ordering::SeqCst),
+        0,
+        "nothing acked without the transport"
+    );
+    assert_eq!(
+        connector
+            .streams()
+            .await
+            .iter()
+            .filter(|s| s.subscribed)
+            .count(),
+        1
+    );
+    let metrics_addr = connector.metrics_endpoint();
+    let ready = reqwest_like_status(&metrics_addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 503") || ready.starts_with("HTTP/1.0 503"),
+        "{ready}"
+    );
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cut_nats_connection_recovers_without_losing_acknowledged_records() {
+    let nats_addr: std::net::SocketAddr = "127.0.0.1:4222".parse().unwrap();
+    let proxy = FaultProxy::start(nats_addr).await;
+    let hub = Hub::default();
+    let mut connector = TestConnector::start_with(
+        HubConnector {
+            hub: hub.clone(),
+            ..Default::default()
+        },
+        |o| {
+            o.nats_url = format!("nats://{}", proxy.addr());
+        },
+    )
+    .await;
+    let (name, channel) = (unique_name("in"), unique_name("kps.rt.cut"));
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "in",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    hub.endpoint(&name).push(records("c", 0..100));
+    let mut received = arrivals.collect(100, WAIT).await;
+    proxy.cut();
+    hub.endpoint(&name).push(records("c", 100..200));
+    connector
+        .wait_for_state("in", State::Unhealthy, Duration::from_secs(30))
+        .await;
+    proxy.restore();
+    connector
+        .wait_for_state("in", State::Healthy, Duration::from_secs(30))
+        .await;
+    assert_eq!(hub.endpoint(&name).wait_acked(200, WAIT).await, 200);
+    received.extend(arrivals.collect(100, WAIT).await);
+    received.extend(arrivals.drain(Duration::from_millis(300)).await);
+    let distinct: std::collections::HashSet<_> = received.iter().cloned().collect();
+    for record in records("c", 0..200) {
+        assert!(
+            distinct.contains(&record),
+            "{record:?} was acknowledged but never arrived"
+        );
+    }
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn jetstream_egress_survives_a_connector_restart_without_loss() {
+    let hub = Hub::default();
+    let mut connector = TestConnector::start_jetstream(HubConnector {
+        hub: hub.clone(),
+        ..Default::default()
+    })
+    .await;
+    let (name, channel) = (unique_name("js"), unique_name("kps.js.out"));
+    connector
+        .apply(vec![StreamDecl::egress(
+            "out",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    connector.wait_for_state("out", State::Healthy, WAIT).await;
+    let probe = NatsProbe::connect().await;
+    probe
+        .publish_records(&channel, &records("j", 0..100), 10)
+        .await;
+    assert_eq!(hub.endpoint(&name).wait_written(100, WAIT).await.len(), 100);
+    connector.stop().await;
+    // Published while the connector is down: JetStream keeps them for the durable consumer.
+    probe
+        .publish_records(&channel, &records("j", 100..200), 10)
+        .await;
+    connector.start_again().await;
+    // Messages a stopped consumer had pulled come back after the consumer's ack wait (10 s).
+    let written = hub
+        .endpoint(&name)
+        .wait_written(200, Duration::from_secs(45))
+        .await;
+    assert!(
+        written == records("j", 0..200),
+        "every record once, in order ({} written)",
+        written.len()
+    );
+    connector.shutdown().await;
+}
+
+#[tokio::test]
+async fn jetstream_ingress_acks_after_the_stream_stored_the_records() {
+    let hub = Hub::default();
+    let mut connector = TestConnector::start_jetstream(HubConnector {
+        hub: hub.clone(),
+        ..Default::default()
+    })
+    .await;
+    let (name, channel) = (unique_name("js"), unique_name("kps.js.in"));
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "in",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    hub.endpoint(&name).push(records("k", 0..1_000));
+    assert!(arrivals.collect(1_000, WAIT).await == records("k", 0..1_000));
+    assert_eq!(hub.endpoint(&name).wait_acked(1_000, WAIT).await, 1_000);
+    connector.shutdown().await;
+}
+
+/// The status line of an HTTP GET on the metrics port.
+async fn reqwest_like_status(endpoint: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
