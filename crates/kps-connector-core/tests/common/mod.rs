@@ -3,7 +3,7 @@
 //! and a recording sink that can be told to fail. Connector crates test against real systems;
 //! the core's tests are about the contract, the runtime and the transport, which are all real here.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
