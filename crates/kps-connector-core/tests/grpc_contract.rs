@@ -196,5 +196,17 @@ async fn metrics_health_and_readiness_are_served() {
         "{text}"
     );
     assert!(text.contains("kps_streams_running 1"), "{text}");
+    assert_eq!(
+        kps_connector_core::testkit::http_get(connector.metrics_addr(), "/readyz")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        kps_connector_core::testkit::http_get(connector.metrics_addr(), "/healthz")
+            .await
+            .0,
+        200
+    );
     connector.shutdown().await;
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Hub, HubConnector, records};
-use kps_connector_core::testkit::{FaultProxy, NatsProbe, StreamDecl, TestConnector, unique_name};
+use kps_connector_core::testkit::{
+    FaultProxy, NatsProbe, StreamDecl, TestConnector, http_get, unique_name,
+};
 use kps_connector_core::{Bytes, State};
 use serde_json::json;
 
@@ -302,12 +304,9 @@ async fn the_grpc_server_serves_while_nats_is_unreachable() {
             .count(),
         1
     );
-    let metrics_addr = connector.metrics_endpoint();
-    let ready = reqwest_like_status(&metrics_addr, "/readyz").await;
-    assert!(
-        ready.starts_with("HTTP/1.1 503") || ready.starts_with("HTTP/1.0 503"),
-        "{ready}"
-    );
+    let (status, body) = http_get(connector.metrics_addr(), "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(http_get(connector.metrics_addr(), "/healthz").await.0, 200);
     connector.shutdown().await;
 }
 
@@ -424,18 +423,4 @@ async fn jetstream_ingress_acks_after_the_stream_stored_the_records() {
     assert!(arrivals.collect(1_000, WAIT).await == records("k", 0..1_000));
     assert_eq!(hub.endpoint(&name).wait_acked(1_000, WAIT).await, 1_000);
     connector.shutdown().await;
-}
-
-/// The status line of an HTTP GET on the metrics port.
-async fn reqwest_like_status(endpoint: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = endpoint.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }

@@ -259,7 +259,12 @@ impl<C: Connector + Clone> TestConnector<C> {
 
     /// The Prometheus text of the metrics endpoint.
     pub async fn metrics_text(&self) -> String {
-        http_get(self.running().metrics_addr(), "/metrics").await
+        http_get(self.metrics_addr(), "/metrics").await.1
+    }
+
+    /// The metrics port's address.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.running().metrics_addr()
     }
 
     /// Stops gracefully (drains), then starts again with the same id and state directory and
@@ -327,8 +332,8 @@ pub(crate) fn event_view(payload: proto::EventPayload) -> Option<EventView> {
     }
 }
 
-/// A minimal HTTP/1.0 GET on loopback (the metrics port), returning the body.
-pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+/// A minimal HTTP/1.0 GET on loopback (the metrics port): the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -342,8 +347,14 @@ pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         .read_to_string(&mut response)
         .await
         .expect("response read");
-    response
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
-        .unwrap_or(response)
+        .unwrap_or_default();
+    (status, body)
 }

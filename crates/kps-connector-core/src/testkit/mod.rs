@@ -15,7 +15,7 @@ mod harness;
 mod probe;
 
 pub use fault_proxy::FaultProxy;
-pub use harness::{EventView, StreamDecl, TestConnector, grpc_client};
+pub use harness::{EventView, StreamDecl, TestConnector, grpc_client, http_get};
 pub use probe::{NatsProbe, RecordStream};
 
 /// The NATS server tests use: `KPS_TEST_NATS_URL`, or the local one.
