@@ -1,1 +1,53 @@
-fn main() {}
+//! `cargo xtask`: the developer workflows of the workspace, as a Rust program (no shell scripts, no
+//! make). Run `cargo xtask help` for the verbs.
+//!
+//! Architecture invariant: xtask depends on `anyhow` only, so it builds in seconds; arguments are
+//! parsed by hand in [`cli`].
+
+mod apt;
+mod cli;
+mod host;
+mod paths;
+mod probe;
+mod procfs;
+mod services;
+mod state;
+mod tally;
+mod test;
+
+use std::process::ExitCode;
+
+use cli::{Command, ServicesAction};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `args` and runs the verb.
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let command = cli::parse(args)?;
+    if matches!(command, Command::Help) {
+        print!("{}", cli::HELP);
+        return Ok(());
+    }
+    let ctx = host::Ctx::detect()?;
+    match command {
+        Command::Help => Ok(()),
+        Command::Services { action, names } => {
+            let selected = services::select(&names)?;
+            match action {
+                ServicesAction::Up => services::up(&ctx, &selected),
+                ServicesAction::Down => services::down(&ctx, &selected),
+                ServicesAction::Status => services::status(&ctx, &selected),
+            }
+        }
+        Command::Test => test::run(&ctx),
+    }
+}
