@@ -1,6 +1,8 @@
 //! Every kpsctl verb, run as the real binary against a real running connector (the file
 //! connector, serving the real gRPC contract) and the real NATS server.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,6 +1,8 @@
 //! The file connector against the testkit: the contract suite and the data suite, over real
 //! gRPC and the real NATS server, with real files.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
