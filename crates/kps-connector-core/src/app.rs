@@ -12,12 +12,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::class::{ConnectorClass, kubernetes_manifests};
 use crate::config::DynamicConfig;
 use crate::connector::Connector;
 use crate::events::EventRegistry;
 use crate::grpc::{self, ConnectorGrpc, LogControl};
 use crate::metrics::Metrics;
-use crate::options::{LogFormat, RuntimeOptions, TransportKind};
+use crate::options::{LogFormat, PrintOptions, RuntimeOptions, TransportKind};
 use crate::runtime::erased::Erased;
 use crate::runtime::{BatchSettings, StreamDeps, Supervisor};
 use crate::state::{FileStateBackend, StateBackend};
@@ -213,7 +214,13 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
         .name(format!("kps-connector-{}", info.name))
         .about(info.description)
         .version(info.version);
-    let options = match RuntimeOptions::from_arg_matches(&command.get_matches()) {
+    let matches = command.get_matches();
+    match PrintOptions::from_arg_matches(&matches) {
+        Ok(print) if print.requested() => return print_document(connector, &print),
+        Ok(_) => {}
+        Err(e) => e.exit(),
+    }
+    let options = match RuntimeOptions::from_arg_matches(&matches) {
         Ok(options) => options,
         Err(e) => e.exit(),
     };
@@ -240,6 +247,28 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
         running.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `--print-class` / `--print-manifests`: prints the document on stdout.
+fn print_document<C: Connector>(connector: C, print: &PrintOptions) -> ExitCode {
+    let text = if print.print_manifests {
+        Ok(kubernetes_manifests(
+            &connector.info(),
+            &print.image_registry,
+        ))
+    } else {
+        ConnectorClass::of(connector, &print.image_registry).and_then(|class| class.to_json())
+    };
+    match text {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal() {

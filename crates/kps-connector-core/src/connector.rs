@@ -1,7 +1,5 @@
 //! The extension point: the [`Connector`] trait a connector crate implements, and what it is given.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -179,6 +177,3 @@ pub trait Connector: Send + Sync + 'static {
         Ok(Vec::new())
     }
 }
-
-/// A connector shared between the gRPC service and the stream tasks.
-pub type SharedConnector<C> = Arc<C>;

@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod class;
 pub mod config;
 pub mod connector;
 pub mod context;

@@ -30,7 +30,12 @@ pub enum LogFormat {
 )]
 pub struct RuntimeOptions {
     /// This connector instance's id; every request must carry it.
-    #[arg(long, env = "CONNECTOR_INSTANCE_ID")]
+    #[arg(
+        long,
+        env = "CONNECTOR_INSTANCE_ID",
+        required = false,
+        required_unless_present_any = ["print_class", "print_manifests"]
+    )]
     pub connector_id: String,
     /// The gRPC listen address.
     #[arg(long, env = "CONNECTOR_LISTEN", default_value = "0.0.0.0:8000")]
@@ -62,6 +67,41 @@ pub struct RuntimeOptions {
     /// How long a stopping stream may drain in-flight records, in seconds.
     #[arg(long, env = "CONNECTOR_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
+    /// Packaging: print a document and exit instead of running (hidden flags).
+    #[command(flatten)]
+    pub print: PrintOptions,
+}
+
+/// The hidden packaging flags: print a document generated from the connector and exit
+/// (`cargo xtask deploy` uses them; see [`crate::class`]).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct PrintOptions {
+    /// Print the connector class JSON and exit.
+    #[arg(long, hide = true)]
+    pub print_class: bool,
+    /// Print plain Kubernetes manifests (YAML) and exit.
+    #[arg(long, hide = true, conflicts_with = "print_class")]
+    pub print_manifests: bool,
+    /// The registry of the image named in the printed documents.
+    #[arg(long, hide = true, default_value = crate::class::DEFAULT_REGISTRY)]
+    pub image_registry: String,
+}
+
+impl Default for PrintOptions {
+    fn default() -> Self {
+        Self {
+            print_class: false,
+            print_manifests: false,
+            image_registry: crate::class::DEFAULT_REGISTRY.to_owned(),
+        }
+    }
+}
+
+impl PrintOptions {
+    /// Whether a document is to be printed instead of running.
+    pub fn requested(&self) -> bool {
+        self.print_class || self.print_manifests
+    }
 }
 
 impl RuntimeOptions {
@@ -80,11 +120,55 @@ impl RuntimeOptions {
             max_batch_records: 256,
             max_batch_bytes: 900 * 1024,
             drain_timeout_secs: 10,
+            print: PrintOptions::default(),
         }
     }
 
     /// The drain timeout as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn matches(args: &[&str]) -> Result<clap::ArgMatches, clap::Error> {
+        RuntimeOptions::command()
+            .try_get_matches_from(std::iter::once("kps-connector-test").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_connector_id_is_required_unless_a_document_is_printed() {
+        // SAFETY of the test: CONNECTOR_INSTANCE_ID is not set in the test environment.
+        if std::env::var_os("CONNECTOR_INSTANCE_ID").is_some() {
+            return;
+        }
+        let err = matches(&[]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+
+        let print = PrintOptions::from_arg_matches(&matches(&["--print-class"]).unwrap()).unwrap();
+        assert!(print.requested() && print.print_class);
+        assert_eq!(print.image_registry, crate::class::DEFAULT_REGISTRY);
+        let print = PrintOptions::from_arg_matches(
+            &matches(&["--print-manifests", "--image-registry", "r.example"]).unwrap(),
+        )
+        .unwrap();
+        assert!(print.print_manifests && !print.print_class);
+        assert_eq!(print.image_registry, "r.example");
+
+        let options =
+            RuntimeOptions::from_arg_matches(&matches(&["--connector-id", "c1"]).unwrap()).unwrap();
+        assert_eq!(options.connector_id, "c1");
+        assert!(!options.print.requested());
+    }
+
+    #[test]
+    fn the_packaging_flags_are_hidden() {
+        let help = RuntimeOptions::command().render_help().to_string();
+        assert!(!help.contains("print-class"), "{help}");
+        assert!(help.contains("--connector-id"), "{help}");
     }
 }

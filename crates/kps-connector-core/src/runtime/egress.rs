@@ -97,7 +97,7 @@ async fn write_loop(
         }
         // Write, reopening the sink with backoff until it takes the batch or we are cancelled.
         loop {
-            match try_write(ctx, sink.as_mut(), &batch.records).await {
+            match try_write(sink.as_mut(), &batch.records).await {
                 Ok(outcome) => {
                     finish(deps, ctx, std::mem::take(&mut batch), outcome).await?;
                     backoff.reset();
@@ -141,7 +141,6 @@ async fn write_loop(
 }
 
 async fn try_write(
-    _ctx: &StreamContext,
     sink: &mut dyn Sink,
     records: &[Bytes],
 ) -> Result<WriteOutcome, crate::ConnectorError> {
@@ -193,7 +192,7 @@ async fn write_batch(
     sink: &mut dyn Sink,
     batch: Batch,
 ) -> Result<(), StreamError> {
-    let outcome = try_write(ctx, sink, &batch.records).await?;
+    let outcome = try_write(sink, &batch.records).await?;
     finish(deps, ctx, batch, outcome).await
 }
 
