@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 
 use super::harness::{StreamDecl, event_view, grpc_client};
 use crate::connector::Direction;
+use crate::events::State;
 use crate::grpc::convert::{json_to_struct, struct_to_json};
 use crate::proto;
 use crate::proto::connector_service_client::ConnectorServiceClient;
@@ -274,17 +275,23 @@ impl Run<'_> {
                     e.id, e.stream_id
                 ));
             }
-            let statuses: Vec<(String, SystemTime)> = events
+            // A stream still starting changes its status on its own: wait until every stream has
+            // settled (left PROVISIONING), so two reads compare like with like.
+            let settled: Vec<(String, SystemTime)> = events
                 .iter()
-                .filter(|e| e.kind == "status" && ids.contains(&e.stream_id))
+                .filter(|e| {
+                    e.kind == "status"
+                        && ids.contains(&e.stream_id)
+                        && e.state != State::Provisioning
+                })
                 .filter_map(|e| e.created_at.map(|t| (e.stream_id.clone(), t)))
                 .collect();
-            if ids.iter().all(|id| statuses.iter().any(|(s, _)| s == id)) {
-                return Ok(statuses);
+            if ids.iter().all(|id| settled.iter().any(|(s, _)| s == id)) {
+                return Ok(settled);
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "no status event for every stream of {ids:?} within {:?}",
+                    "not every stream of {ids:?} has a settled status (past PROVISIONING) within {:?}",
                     self.suite.settle_timeout
                 ));
             }
