@@ -1,0 +1,196 @@
+//! What the Kafka tests share: the broker's address, topics, and a plain rdkafka producer and
+//! reader to write into and read back from the real broker.
+
+use std::collections::BTreeMap;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use kps_connector_core::Bytes;
+use kps_connector_core::testkit::service_unavailable;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// The broker the tests use: `KPS_TEST_KAFKA_BROKERS`, or the one `cargo xtask services up`
+/// starts on 127.0.0.1:9092.
+pub fn brokers() -> String {
+    std::env::var("KPS_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// Panics naming `cargo xtask services up` when nothing answers on the broker's port.
+pub fn require_broker() {
+    let brokers = brokers();
+    let first = brokers.split(',').next().unwrap_or_default().to_owned();
+    let reachable = first
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(3)).is_ok());
+    if !reachable {
+        service_unavailable(
+            &format!("the Kafka broker at {first}"),
+            "connection refused",
+        );
+    }
+}
+
+fn config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers());
+    config
+}
+
+/// Creates `topic` with `partitions` partitions and waits until its metadata shows them.
+pub async fn create_topic(topic: &str, partitions: i32) {
+    require_broker();
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("CreateTopics answered");
+    for result in results {
+        result.expect("topic created");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .expect("metadata");
+        let ready = metadata
+            .topics()
+            .first()
+            .is_some_and(|t| t.error().is_none() && t.partitions().len() == partitions as usize);
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} never showed {partitions} partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An idempotent producer for writing test records.
+pub fn producer() -> FutureProducer {
+    require_broker();
+    config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Writes `records` (partition, key, value) in order and waits for every delivery.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(Option<i32>, Option<&str>, Bytes)],
+) {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (partition, key, value) in records {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(&value[..]);
+        if let Some(partition) = partition {
+            record = record.partition(*partition);
+        }
+        if let Some(key) = key {
+            record = record.key(*key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((_, back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .expect("delivery report")
+            .expect("record delivered");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// A message as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub value: Bytes,
+}
+
+/// Reads a topic from its beginning, without a consumer group, keeping its position between
+/// calls.
+pub struct TopicReader {
+    consumer: StreamConsumer,
+}
+
+impl TopicReader {
+    /// A reader of every partition of `topic` (`partitions` of them) from offset 0.
+    pub fn new(topic: &str, partitions: i32) -> Self {
+        require_broker();
+        let consumer: StreamConsumer = config()
+            .set("group.id", "kps-test-reader-unused")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition_offset(topic, partition, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&list).expect("assign");
+        Self { consumer }
+    }
+
+    /// The next `n` messages, or fewer if they do not come within `timeout`.
+    pub async fn read(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => out.push(Received {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                }),
+                Ok(Err(e)) => panic!("reading the topic: {e}"),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+/// Checks that the records of each group (partition or key) arrived in increasing sequence
+/// order; returns the first violation.
+pub fn order_violation<K: Ord + std::fmt::Debug>(arrivals: &[(K, u64)]) -> Option<String> {
+    let mut last: BTreeMap<&K, u64> = BTreeMap::new();
+    for (group, seq) in arrivals {
+        if let Some(previous) = last.insert(group, *seq)
+            && previous > *seq
+        {
+            return Some(format!("{group:?}: {seq} after {previous}"));
+        }
+    }
+    None
+}
