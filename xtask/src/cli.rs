@@ -1,6 +1,11 @@
 //! Command-line parsing, by hand (xtask keeps its dependencies to `anyhow`).
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::images;
+use crate::scaffold::{self, Directions};
 
 /// What `cargo xtask help` prints.
 pub const HELP: &str = "\
@@ -14,6 +19,18 @@ verbs:
   test                       cargo fmt --check, clippy -D warnings, services up, the workspace tests
                              (cargo nextest when installed, else cargo test), then the doc tests;
                              stops at the first failing step and names it
+  deploy [--check]           write deploy/<name>/ for the connectors of xtask/src/connectors.rs:
+                             connector_class.json and kubernetes.yaml (printed by the connector
+                             binary), sample streams/*.json and config.json (checked against the
+                             class's schemas); --check writes nothing and fails on any difference
+  build-images [--connector NAME]... [--tag TAG] [--out DIR] [--load] [--push REGISTRY]
+                             release binaries, then one OCI image archive per connector (default:
+                             every one) at <out>/<crate>-<tag>.oci.tar (default out:
+                             target/images, tag: the workspace version), without a container
+                             engine; --load hands them to docker or podman; --push is designed only
+  new-connector NAME --direction ingress|egress|bidirectional
+                             add crates/kps-connector-NAME (a crate that builds and passes the
+                             contract suite; the source and sink bodies are left to write)
   help                       this text
 
 services: nats (4222, with JetStream), mosquitto (1883), rabbitmq (5672, guest/guest),
@@ -34,6 +51,20 @@ pub enum Command {
     },
     /// `test`.
     Test,
+    /// `deploy [--check]`.
+    Deploy {
+        /// Compare instead of writing.
+        check: bool,
+    },
+    /// `build-images ...`.
+    BuildImages(images::Options),
+    /// `new-connector NAME --direction D`.
+    NewConnector {
+        /// The connector's name.
+        name: String,
+        /// Its directions.
+        directions: Directions,
+    },
 }
 
 /// The actions of `cargo xtask services`.
@@ -72,6 +103,60 @@ pub fn parse(args: &[String]) -> Result<Command> {
             None => Ok(Command::Test),
             Some(extra) => bail!("`cargo xtask test` takes no arguments (got `{extra}`)"),
         },
+        Some("deploy") => match args.next() {
+            None => Ok(Command::Deploy { check: false }),
+            Some("--check") => match args.next() {
+                None => Ok(Command::Deploy { check: true }),
+                Some(extra) => bail!("unexpected `{extra}` after `deploy --check`"),
+            },
+            Some(other) => bail!("unknown option `{other}` for `deploy`: only --check"),
+        },
+        Some("build-images") => {
+            let mut options = images::Options::default();
+            while let Some(arg) = args.next() {
+                let mut value = |flag: &str| {
+                    args.next()
+                        .filter(|v| !v.starts_with("--"))
+                        .map(str::to_owned)
+                        .with_context(|| format!("`{flag}` needs a value"))
+                };
+                match arg {
+                    "--connector" => options.connectors.push(value(arg)?),
+                    "--tag" => options.tag = Some(value(arg)?),
+                    "--out" => options.out = Some(PathBuf::from(value(arg)?)),
+                    "--push" => options.push = Some(value(arg)?),
+                    "--load" => options.load = true,
+                    other => {
+                        bail!("unknown option `{other}` for `build-images`: see `cargo xtask help`")
+                    }
+                }
+            }
+            Ok(Command::BuildImages(options))
+        }
+        Some("new-connector") => {
+            let mut name = None;
+            let mut directions = None;
+            while let Some(arg) = args.next() {
+                match arg {
+                    "--direction" => {
+                        let text = args.next().context(
+                            "`--direction` needs a value: ingress, egress or bidirectional",
+                        )?;
+                        directions = Some(Directions::parse(text)?);
+                    }
+                    flag if flag.starts_with('-') => {
+                        bail!("unknown option `{flag}` for `new-connector`: see `cargo xtask help`")
+                    }
+                    other if name.is_none() => name = Some(other.to_owned()),
+                    other => bail!("`new-connector` takes one name (got `{other}` too)"),
+                }
+            }
+            let name = name.context("`new-connector` needs a NAME, e.g. `cargo xtask new-connector opcua --direction ingress`")?;
+            scaffold::check_name(&name)?;
+            let directions = directions
+                .context("`new-connector` needs --direction ingress|egress|bidirectional")?;
+            Ok(Command::NewConnector { name, directions })
+        }
         Some(other) => bail!("unknown verb `{other}`: see `cargo xtask help`"),
     }
 }
@@ -135,6 +220,83 @@ mod tests {
     }
 
     #[test]
+    fn deploy_takes_check() {
+        assert_eq!(
+            parse_str("deploy").unwrap(),
+            Command::Deploy { check: false }
+        );
+        assert_eq!(
+            parse_str("deploy --check").unwrap(),
+            Command::Deploy { check: true }
+        );
+        let err = parse_str("deploy --force").unwrap_err().to_string();
+        assert!(err.contains("`--force`"), "{err}");
+    }
+
+    #[test]
+    fn build_images_options() {
+        assert_eq!(
+            parse_str("build-images").unwrap(),
+            Command::BuildImages(images::Options::default())
+        );
+        assert_eq!(
+            parse_str(
+                "build-images --connector file --connector mqtt --tag dev --out /tmp/i --load"
+            )
+            .unwrap(),
+            Command::BuildImages(images::Options {
+                connectors: vec!["file".into(), "mqtt".into()],
+                tag: Some("dev".into()),
+                out: Some("/tmp/i".into()),
+                load: true,
+                push: None,
+            })
+        );
+        let err = parse_str("build-images --tag").unwrap_err().to_string();
+        assert!(err.contains("`--tag` needs a value"), "{err}");
+        let err = parse_str("build-images --connector --load")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`--connector` needs a value"), "{err}");
+        let err = parse_str("build-images --fast").unwrap_err().to_string();
+        assert!(err.contains("`--fast`"), "{err}");
+    }
+
+    #[test]
+    fn new_connector_needs_a_name_and_a_direction() {
+        assert_eq!(
+            parse_str("new-connector opcua --direction ingress").unwrap(),
+            Command::NewConnector {
+                name: "opcua".into(),
+                directions: Directions::Ingress
+            }
+        );
+        assert_eq!(
+            parse_str("new-connector --direction bidirectional modbus-tcp").unwrap(),
+            Command::NewConnector {
+                name: "modbus-tcp".into(),
+                directions: Directions::Bidirectional
+            }
+        );
+        for (line, needle) in [
+            ("new-connector --direction egress", "needs a NAME"),
+            ("new-connector opcua", "needs --direction"),
+            (
+                "new-connector opcua --direction up",
+                "`up` is not a direction",
+            ),
+            (
+                "new-connector Opcua --direction egress",
+                "not a connector name",
+            ),
+            ("new-connector a b --direction egress", "one name"),
+        ] {
+            let err = parse_str(line).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_verb_is_refused() {
         let err = parse_str("demo").unwrap_err().to_string();
         assert!(err.contains("unknown verb `demo`"), "{err}");
@@ -147,6 +309,9 @@ mod tests {
             "services down",
             "services status",
             "test",
+            "deploy [--check]",
+            "build-images",
+            "new-connector",
             "help",
         ] {
             assert!(HELP.contains(verb), "help misses {verb}");

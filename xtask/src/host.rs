@@ -186,6 +186,44 @@ pub fn output(cmd: &mut Command) -> Result<Output> {
         .with_context(|| format!("cannot run `{line}`"))
 }
 
+/// Runs `cmd` with `input` on its standard input and returns its standard output; fails naming
+/// the command (and its standard error) when it fails.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+
+    let line = display(cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run `{line}`"))?;
+    let out = std::thread::scope(|scope| {
+        let mut stdin = child.stdin.take();
+        // Write on another thread: the command may fill its output pipe before reading it all.
+        let writer = scope.spawn(move || match stdin.as_mut() {
+            Some(stdin) => stdin.write_all(input),
+            None => Ok(()),
+        });
+        let out = child.wait_with_output();
+        (writer.join(), out)
+    });
+    let (written, out) = out;
+    let out = out.with_context(|| format!("cannot wait for `{line}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{line}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    match written {
+        Ok(Ok(())) => Ok(out.stdout),
+        Ok(Err(e)) => Err(e).with_context(|| format!("cannot write to `{line}`")),
+        Err(_) => bail!("cannot write to `{line}`"),
+    }
+}
+
 /// Runs `cmd` quietly and tells whether it succeeded (a missing program counts as failure).
 pub fn succeeds(cmd: &mut Command) -> bool {
     output(cmd).is_ok_and(|out| out.status.success())
@@ -255,6 +293,19 @@ mod tests {
     fn which_finds_sh() {
         assert!(which("sh").is_some());
         assert!(which("no-such-program-xtask").is_none());
+    }
+
+    #[test]
+    fn pipe_passes_large_input_through() {
+        let input = vec![b'a'; 1 << 20];
+        assert_eq!(pipe(&mut Command::new("cat"), &input).unwrap(), input);
+        let err = pipe(
+            Command::new("sh").args(["-c", "echo oops >&2; exit 3"]),
+            b"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("oops"), "{err}");
     }
 
     #[test]

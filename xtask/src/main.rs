@@ -6,13 +6,21 @@
 
 mod apt;
 mod cli;
+mod connectors;
+mod deploy;
 mod host;
+mod images;
+mod json;
+mod oci;
 mod paths;
 mod probe;
 mod procfs;
+mod scaffold;
+mod schema;
 mod services;
 mod state;
 mod tally;
+mod tar;
 mod test;
 
 use std::process::ExitCode;
@@ -49,5 +57,10 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Command::Test => test::run(&ctx),
+        Command::Deploy { check } => deploy::run(&ctx.paths, check),
+        Command::BuildImages(options) => images::run(&ctx, &options),
+        Command::NewConnector { name, directions } => {
+            scaffold::run(&ctx.paths.root, &name, directions)
+        }
     }
 }

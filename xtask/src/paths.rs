@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub struct Paths {
     /// The workspace root (the folder of the root `Cargo.toml`).
     pub root: PathBuf,
+    /// The cargo target directory (`CARGO_TARGET_DIR`, else `<root>/target`).
+    pub target: PathBuf,
     /// `<target>/xtask`: the services state file, start logs and caches.
     pub xtask_dir: PathBuf,
 }
@@ -23,12 +25,23 @@ impl Paths {
         Paths {
             root,
             xtask_dir: target.join("xtask"),
+            target,
         }
     }
 
     /// The file that remembers which services `services up` started.
     pub fn services_state(&self) -> PathBuf {
         self.xtask_dir.join("services.state")
+    }
+
+    /// Where `cargo xtask deploy` writes: `<root>/deploy`.
+    pub fn deploy_dir(&self) -> PathBuf {
+        self.root.join("deploy")
+    }
+
+    /// A binary cargo built in `profile` (`debug` or `release`).
+    pub fn binary(&self, profile: &str, name: &str) -> PathBuf {
+        self.target.join(profile).join(name)
     }
 
     /// The log of the start commands of one service.
@@ -47,5 +60,8 @@ mod tests {
         assert!(paths.root.join("xtask").join("Cargo.toml").is_file());
         assert!(paths.services_state().starts_with(&paths.xtask_dir));
         assert!(paths.start_log("nats").ends_with("logs/nats.log"));
+        assert!(paths.xtask_dir.starts_with(&paths.target));
+        assert_eq!(paths.deploy_dir(), paths.root.join("deploy"));
+        assert!(paths.binary("release", "x").ends_with("release/x"));
     }
 }

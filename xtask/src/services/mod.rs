@@ -7,6 +7,8 @@
 //! `down` stops only that.
 
 mod down;
+mod kafka;
+mod rtsp;
 mod setup;
 mod status;
 mod table;
@@ -109,11 +111,11 @@ mod tests {
     #[test]
     fn select_keeps_table_order_and_refuses_unknown_names() {
         let names = |svcs: Vec<Service>| svcs.iter().map(|svc| svc.name).collect::<Vec<_>>();
-        assert_eq!(select(&[]).unwrap().len(), 5);
+        assert_eq!(select(&[]).unwrap().len(), table::all().len());
         let picked = select(&["postgresql".to_owned(), "nats".to_owned()]).unwrap();
         assert_eq!(names(picked), ["nats", "postgresql"]);
-        let err = select(&["kafka".to_owned()]).err().unwrap().to_string();
-        assert!(err.contains("unknown service `kafka`"), "{err}");
+        let err = select(&["zookeeper".to_owned()]).err().unwrap().to_string();
+        assert!(err.contains("unknown service `zookeeper`"), "{err}");
         assert!(
             err.contains("nats, mosquitto, rabbitmq, mariadb, postgresql"),
             "{err}"

@@ -119,6 +119,8 @@ pub fn all() -> Vec<Service> {
             setup: Some(setup::postgresql),
             start_timeout: Duration::from_secs(60),
         },
+        super::rtsp::service(),
+        super::kafka::service(),
     ]
 }
 
@@ -164,7 +166,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_has_the_five_services_on_their_ports() {
+    fn the_table_has_the_services_on_their_ports() {
         let ports: Vec<(&str, u16)> = all().iter().map(|svc| (svc.name, svc.port)).collect();
         assert_eq!(
             ports,
@@ -173,7 +175,9 @@ mod tests {
                 ("mosquitto", 1883),
                 ("rabbitmq", 5672),
                 ("mariadb", 3306),
-                ("postgresql", 5432)
+                ("postgresql", 5432),
+                ("rtsp", 8554),
+                ("kafka", 9092)
             ]
         );
     }
