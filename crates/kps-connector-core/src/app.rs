@@ -23,7 +23,7 @@ use crate::runtime::erased::Erased;
 use crate::runtime::{BatchSettings, StreamDeps, Supervisor};
 use crate::state::{FileStateBackend, StateBackend};
 use crate::transport::Transport;
-use crate::transport::jetstream::{JetStreamTransport, LazyKvStateBackend};
+use crate::transport::jetstream::{JetStreamTransport, LazyStateBackend};
 use crate::transport::nats::{NatsOptions, NatsTransport};
 
 /// Why a connector could not start.
@@ -118,11 +118,8 @@ pub async fn start<C: Connector>(
                 nats.clone(),
                 Duration::from_secs(5),
             ));
-            let bucket = format!(
-                "kps-state-{}",
-                crate::transport::nats::sanitize_name(&options.connector_id)
-            );
-            let state = Arc::new(LazyKvStateBackend::new(js.clone(), bucket));
+            let bucket = crate::transport::nats::sanitize_name(&options.connector_id);
+            let state = Arc::new(LazyStateBackend::new(js.clone(), bucket));
             (js, state)
         }
     };

@@ -424,3 +424,40 @@ async fn jetstream_ingress_acks_after_the_stream_stored_the_records() {
     assert_eq!(hub.endpoint(&name).wait_acked(1_000, WAIT).await, 1_000);
     connector.shutdown().await;
 }
+
+#[tokio::test]
+async fn jetstream_state_survives_a_new_backend() {
+    use kps_connector_core::events::EventRegistry;
+    use kps_connector_core::state::StateStore;
+    use kps_connector_core::transport::jetstream::{JetStreamTransport, LazyStateBackend};
+    use kps_connector_core::transport::nats::{NatsOptions, NatsTransport};
+    let options = NatsOptions {
+        url: kps_connector_core::testkit::nats_url(),
+        name: "state-test".into(),
+        confirm_timeout: Duration::from_secs(5),
+    };
+    let nats = NatsTransport::connect(&options, EventRegistry::new())
+        .await
+        .unwrap();
+    assert!(nats.wait_connected(Duration::from_secs(5)).await);
+    let bucket = unique_name("kps-state-test");
+    let js = std::sync::Arc::new(JetStreamTransport::new(
+        nats.clone(),
+        Duration::from_secs(5),
+    ));
+    let store = StateStore::new(
+        std::sync::Arc::new(LazyStateBackend::new(js.clone(), bucket.clone())),
+        "s/1",
+    );
+    assert_eq!(store.load("cursor").await.unwrap(), None);
+    store.save("cursor", "41").await.unwrap();
+    store.save("cursor", "42").await.unwrap();
+    let again = StateStore::new(
+        std::sync::Arc::new(LazyStateBackend::new(js, bucket)),
+        "s/1",
+    );
+    assert_eq!(
+        again.load("cursor").await.unwrap().as_deref(),
+        Some(&b"42"[..])
+    );
+}

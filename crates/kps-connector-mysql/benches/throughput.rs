@@ -11,7 +11,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{count, create, db, drop_table, exec, table_name, url};
+use common::{create, db, drop_table, exec, table_name, url};
 use criterion::{Criterion, SamplingMode, Throughput};
 use kps_connector_core::testkit::{self, NatsProbe, StreamDecl, TestConnector, unique_name};
 use kps_connector_core::{Bytes, proto};
@@ -105,11 +105,25 @@ async fn raw_insert(pool: &MySqlPool, table: &str, n: usize) {
     }
 }
 
+/// Waits until the row with id `n` exists: records are written in order, one transaction per
+/// batch, so then all of them are (a primary-key lookup, cheaper than counting).
 async fn wait_rows(pool: &MySqlPool, table: &str, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let sql = format!("SELECT COUNT(*) FROM `{table}` WHERE id = ?");
     let deadline = Instant::now() + TIMEOUT;
-    while count(pool, table).await < n as i64 {
+    loop {
+        let found: i64 = sqlx::query_scalar(&sql)
+            .bind(n as i64)
+            .fetch_one(pool)
+            .await
+            .expect("lookup");
+        if found == 1 {
+            return;
+        }
         assert!(Instant::now() < deadline, "rows did not arrive");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

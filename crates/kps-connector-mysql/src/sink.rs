@@ -23,17 +23,6 @@ use crate::ident::{quote_name, shown};
 use crate::params::EgressSettings;
 use crate::schema::{ColumnInfo, TableSchema};
 
-#[allow(missing_docs)]
-pub static BATCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-#[allow(missing_docs)]
-pub static ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-#[allow(missing_docs)]
-pub static STATEMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-#[allow(missing_docs)]
-pub static INSERT_US: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-#[allow(missing_docs)]
-pub static COMMIT_US: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
 
@@ -194,10 +183,7 @@ impl Sink for MysqlSink {
             return Ok(outcome);
         }
 
-        crate::sink::BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::sink::ROWS.fetch_add(rows.len(), std::sync::atomic::Ordering::Relaxed);
         let target = &self.target;
-        let t0 = std::time::Instant::now();
         let mut tx = self
             .conn
             .begin()
@@ -228,10 +214,7 @@ impl Sink for MysqlSink {
             }
             start += n;
         }
-        let t1 = std::time::Instant::now();
         tx.commit().await.map_err(|e| retryable("commit", &e))?;
-        crate::sink::INSERT_US.fetch_add(t1.duration_since(t0).as_micros() as usize, std::sync::atomic::Ordering::Relaxed);
-        crate::sink::COMMIT_US.fetch_add(t1.elapsed().as_micros() as usize, std::sync::atomic::Ordering::Relaxed);
         outcome.rejected.sort_by_key(|r| r.index);
         Ok(outcome)
     }
@@ -350,7 +333,6 @@ impl Target {
             return Ok(());
         };
         let columns: Vec<usize> = first.values.iter().map(|(i, _)| *i).collect();
-        crate::sink::STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sql = self.sql(&columns, rows.len());
         let mut query = sqlx::query(&sql);
         for row in rows {

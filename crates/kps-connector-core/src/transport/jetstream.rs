@@ -2,7 +2,7 @@
 //!
 //! Ingress publishes wait for the stream's publish ack. Egress reads through a durable pull
 //! consumer named after the stream and acknowledges each message only after the sink confirmed
-//! it. A subject with no JetStream stream covering it gets one, `KPS_<subject>`, on first use.
+//! it. Source positions live in a JetStream stream (see [`StreamStateBackend`]). A subject with no JetStream stream covering it gets one, `KPS_<subject>`, on first use.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -79,24 +79,26 @@ impl JetStreamTransport {
         self.streams.lock().ok()?.get(subject).cloned()
     }
 
-    /// A state backend in a JetStream key-value bucket (used for source positions in this mode).
-    pub async fn state_backend(&self, bucket: &str) -> Result<KvStateBackend, TransportError> {
-        let store = match self.context.get_key_value(bucket).await {
-            Ok(store) => store,
-            Err(_) => self
-                .context
-                .create_key_value(jetstream::kv::Config {
-                    bucket: bucket.to_owned(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| {
-                    TransportError::Unavailable(format!("key-value bucket {bucket}: {e}"))
-                })?,
-        };
-        Ok(KvStateBackend { store })
+    /// A state backend on the JetStream stream `KPS_STATE_<bucket>` (created if missing), used
+    /// for source positions in this mode.
+    pub async fn state_backend(&self, bucket: &str) -> Result<StreamStateBackend, TransportError> {
+        let bucket = sanitize_name(bucket);
+        let stream = self
+            .context
+            .get_or_create_stream(stream::Config {
+                name: format!("KPS_STATE_{bucket}"),
+                subjects: vec![format!("kps_state.{bucket}.>")],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| TransportError::Unavailable(format!("state stream for {bucket}: {e}")))?;
+        Ok(StreamStateBackend {
+            context: self.context.clone(),
+            stream,
+            prefix: format!("kps_state.{bucket}"),
+        })
     }
 }
 
@@ -253,40 +255,61 @@ impl DeliveryAck for JetStreamAck {
     }
 }
 
-/// Source positions kept in a JetStream key-value bucket.
-#[derive(Clone)]
-pub struct KvStateBackend {
-    store: jetstream::kv::Store,
+/// Source positions kept in a JetStream stream: one subject per key, one message per subject
+/// (the stream keeps only the latest), written with a publish ack. This is what a JetStream
+/// key-value bucket is underneath, without depending on the KV API's server version.
+pub struct StreamStateBackend {
+    context: jetstream::Context,
+    stream: stream::Stream,
+    prefix: String,
+}
+
+impl StreamStateBackend {
+    fn subject(&self, key: &str) -> String {
+        format!("{}.{key}", self.prefix)
+    }
 }
 
 #[async_trait]
-impl StateBackend for KvStateBackend {
+impl StateBackend for StreamStateBackend {
     async fn load(&self, key: &str) -> Result<Option<Bytes>, crate::ConnectorError> {
-        self.store
-            .get(key)
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&self.subject(key))
             .await
-            .map_err(|e| crate::ConnectorError::retryable(format!("read state {key}: {e}")))
+        {
+            Ok(message) => Ok(Some(message.payload)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(crate::ConnectorError::retryable(format!(
+                "read state {key}: {e}"
+            ))),
+        }
     }
 
     async fn save(&self, key: &str, value: Bytes) -> Result<(), crate::ConnectorError> {
-        self.store
-            .put(key, value)
+        let failed = |e: &dyn std::fmt::Display| {
+            crate::ConnectorError::retryable(format!("save state {key}: {e}"))
+        };
+        self.context
+            .publish(self.subject(key), value)
             .await
-            .map(|_| ())
-            .map_err(|e| crate::ConnectorError::retryable(format!("save state {key}: {e}")))
+            .map_err(|e| failed(&e))?
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(())
     }
 }
 
-/// A [`KvStateBackend`] whose bucket is opened (or created) on first use, so a connector starts
-/// while NATS is still unreachable.
-pub struct LazyKvStateBackend {
+/// A [`StreamStateBackend`] opened (or created) on first use, so a connector starts while NATS
+/// is still unreachable.
+pub struct LazyStateBackend {
     transport: std::sync::Arc<JetStreamTransport>,
     bucket: String,
-    store: tokio::sync::OnceCell<KvStateBackend>,
+    store: tokio::sync::OnceCell<StreamStateBackend>,
 }
 
-impl LazyKvStateBackend {
-    /// A backend on `bucket` through `transport`.
+impl LazyStateBackend {
+    /// A backend for `bucket` through `transport`.
     pub fn new(transport: std::sync::Arc<JetStreamTransport>, bucket: String) -> Self {
         Self {
             transport,
@@ -295,7 +318,7 @@ impl LazyKvStateBackend {
         }
     }
 
-    async fn store(&self) -> Result<&KvStateBackend, crate::ConnectorError> {
+    async fn store(&self) -> Result<&StreamStateBackend, crate::ConnectorError> {
         self.store
             .get_or_try_init(|| self.transport.state_backend(&self.bucket))
             .await
@@ -304,7 +327,7 @@ impl LazyKvStateBackend {
 }
 
 #[async_trait]
-impl StateBackend for LazyKvStateBackend {
+impl StateBackend for LazyStateBackend {
     async fn load(&self, key: &str) -> Result<Option<Bytes>, crate::ConnectorError> {
         self.store().await?.load(key).await
     }
