@@ -128,11 +128,15 @@ fn steps(program: &str, nextest: bool) -> Vec<Step> {
                         "nextest",
                         "run",
                         "--workspace",
-                        "--all-targets",
+                        "--lib",
+                        "--bins",
+                        "--tests",
                         "--no-fail-fast",
                     ]
                 } else {
-                    &["test", "--workspace", "--all-targets", "--no-fail-fast"]
+                    // Not --all-targets: bench targets run their benchmark, they are not
+                    // tests (clippy --all-targets still compiles them).
+                    &["test", "--workspace", "--lib", "--bins", "--tests", "--no-fail-fast"]
                 };
                 run_counted(&mut cargo(ctx, &tests, args), tally)
             }),
