@@ -32,6 +32,11 @@ const CONNECTION_ALERT: &str = kps_connector_core::events::alert_ids::CONNECTION
 /// record before reporting it failed (librdkafka's default is 5 minutes).
 const MESSAGE_TIMEOUT_MS: u64 = 30_000;
 
+/// `linger.ms` unless the stream's properties set it. A write queues its whole batch at once and
+/// then waits for the reports, so lingering only adds latency to every batch; 1 ms still packs
+/// the batch into few requests (measured: 5 ms, librdkafka's default, halves the throughput).
+const LINGER_MS: &str = "1";
+
 /// The delivery reports of the batch being written.
 #[derive(Default)]
 struct Batch {
@@ -127,6 +132,9 @@ pub(crate) async fn open(
             MESSAGE_TIMEOUT_MS
         }
     };
+    if !params.properties.contains_key("linger.ms") {
+        config.set("linger.ms", LINGER_MS);
+    }
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")

@@ -189,8 +189,11 @@ mod tests {
         );
         let commands = start_commands(&ctx);
         assert_eq!(commands.len(), 3);
+        assert_eq!(commands[0][..2], ["rm", "-rf"], "{commands:?}");
+        assert!(commands[0][2].ends_with("xtask/kafka"), "{commands:?}");
+        assert!(commands[0][3].ends_with("xtask/kafka.pid"), "{commands:?}");
         assert!(
-            commands[0].join(" ").ends_with("xtask/kafka"),
+            commands[1].join(" ").ends_with("xtask/kafka"),
             "{commands:?}"
         );
         let line = commands[2].join(" ");
