@@ -232,7 +232,7 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let running = match start(connector, options, Some(log_control)).await {
             Ok(running) => running,
             Err(e) => {
@@ -243,7 +243,11 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
         wait_for_signal().await;
         running.shutdown().await;
         ExitCode::SUCCESS
-    })
+    });
+    // A client library's blocking call that hangs (a close with its broker down) must not keep
+    // the process from exiting once the streams drained.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    code
 }
 
 /// `--print-class` / `--print-manifests`: prints the document on stdout.
