@@ -31,10 +31,14 @@ verbs:
   new-connector NAME --direction ingress|egress|bidirectional
                              add crates/kps-connector-NAME (a crate that builds and passes the
                              contract suite; the source and sink bodies are left to write)
+  demo [--duration SECONDS]  NATS and Mosquitto up, the MQTT connector started, two streams
+                             declared, sensor readings flowing MQTT -> NATS -> MQTT with a live
+                             rate, until Ctrl-C or the duration; stops everything it started
   help                       this text
 
 services: nats (4222, with JetStream), mosquitto (1883), rabbitmq (5672, guest/guest),
-          mariadb (3306, root with an empty password, database test), postgresql (5432)
+          mariadb (3306, root with an empty password, database test), postgresql (5432),
+          kafka (9092, the tansu broker, built once into target/), rtsp (8554, GStreamer)
 ";
 
 /// A parsed command line.
@@ -58,6 +62,11 @@ pub enum Command {
     },
     /// `build-images ...`.
     BuildImages(images::Options),
+    /// `demo [--duration SECONDS]`.
+    Demo {
+        /// Stop after this many seconds (default: until Ctrl-C).
+        duration: Option<u64>,
+    },
     /// `new-connector NAME --direction D`.
     NewConnector {
         /// The connector's name.
@@ -102,6 +111,18 @@ pub fn parse(args: &[String]) -> Result<Command> {
         Some("test") => match args.next() {
             None => Ok(Command::Test),
             Some(extra) => bail!("`cargo xtask test` takes no arguments (got `{extra}`)"),
+        },
+        Some("demo") => match (args.next(), args.next(), args.next()) {
+            (None, _, _) => Ok(Command::Demo { duration: None }),
+            (Some("--duration"), Some(seconds), None) => {
+                let seconds = seconds
+                    .parse()
+                    .with_context(|| format!("--duration takes whole seconds (got `{seconds}`)"))?;
+                Ok(Command::Demo {
+                    duration: Some(seconds),
+                })
+            }
+            _ => bail!("usage: cargo xtask demo [--duration SECONDS]"),
         },
         Some("deploy") => match args.next() {
             None => Ok(Command::Deploy { check: false }),
@@ -215,6 +236,13 @@ mod tests {
     #[test]
     fn test_verb_takes_no_arguments() {
         assert_eq!(parse_str("test").unwrap(), Command::Test);
+        assert_eq!(parse_str("demo").unwrap(), Command::Demo { duration: None });
+        assert_eq!(
+            parse_str("demo --duration 10").unwrap(),
+            Command::Demo { duration: Some(10) }
+        );
+        assert!(parse_str("demo --duration ten").is_err());
+        assert!(parse_str("demo --fast").is_err());
         let err = parse_str("test --release").unwrap_err().to_string();
         assert!(err.contains("`--release`"), "{err}");
     }

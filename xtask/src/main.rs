@@ -7,6 +7,7 @@
 mod apt;
 mod cli;
 mod connectors;
+mod demo;
 mod deploy;
 mod host;
 mod images;
@@ -57,6 +58,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Command::Test => test::run(&ctx),
+        Command::Demo { duration } => demo::run(&ctx, duration),
         Command::Deploy { check } => deploy::run(&ctx.paths, check),
         Command::BuildImages(options) => images::run(&ctx, &options),
         Command::NewConnector { name, directions } => {

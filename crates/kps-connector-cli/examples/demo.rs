@@ -45,6 +45,9 @@ struct Args {
     /// Where the connector's log goes.
     #[arg(long, default_value = "target/demo/connector.log")]
     log: PathBuf,
+    /// The connector's state directory.
+    #[arg(long, default_value = "target/demo/state")]
+    state_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -87,7 +90,8 @@ async fn run(args: Args) -> Result<bool, String> {
             "--nats-url",
             &args.nats_url,
         ])
-        .args(["--state-dir", "target/demo/state"])
+        .arg("--state-dir")
+        .arg(&args.state_dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
         .stderr(Stdio::from(log))
