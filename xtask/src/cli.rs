@@ -326,8 +326,8 @@ mod tests {
 
     #[test]
     fn unknown_verb_is_refused() {
-        let err = parse_str("demo").unwrap_err().to_string();
-        assert!(err.contains("unknown verb `demo`"), "{err}");
+        let err = parse_str("deploy-everything").unwrap_err().to_string();
+        assert!(err.contains("unknown verb `deploy-everything`"), "{err}");
     }
 
     #[test]
@@ -340,6 +340,7 @@ mod tests {
             "deploy [--check]",
             "build-images",
             "new-connector",
+            "demo [--duration SECONDS]",
             "help",
         ] {
             assert!(HELP.contains(verb), "help misses {verb}");
