@@ -4,7 +4,7 @@
 //! package, no container engine); see `crates/kps-connector-kafka/README.md` for the choice.
 //!
 //! Installing it is building it: `cargo install tansu` (pinned version, `--locked`, only the
-//! SQLite storage feature) into `target/xtask/tools/tansu-<version>-<features>`, as the user
+//! SQLite storage feature) into `~/.cache/kps-connectors/tools/tansu-<version>-<features>`, as the user
 //! running xtask, on the first `services up` only: once the binary is there, nothing is fetched
 //! or built again. The Debian packages listed are the C toolchain that build (and librdkafka's,
 //! for the connector itself) needs.
@@ -54,10 +54,16 @@ pub fn service() -> Service {
     }
 }
 
-/// Where the broker is installed: `target/xtask/tools/tansu-<version>-<features>`.
+/// Where the broker is installed: `tools/tansu-<version>-<features>` under the user's cache
+/// (`$XDG_CACHE_HOME/kps-connectors`, else `~/.cache/kps-connectors`), so every clone on a
+/// machine shares one build (it takes minutes); under `target/xtask` when there is no home.
 fn install_root(ctx: &Ctx) -> PathBuf {
-    ctx.paths
-        .xtask_dir
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|cache| cache.join("kps-connectors"))
+        .unwrap_or_else(|| ctx.paths.xtask_dir.clone());
+    cache
         .join("tools")
         .join(format!("tansu-{TANSU_VERSION}-{TANSU_FEATURES}"))
 }
@@ -183,10 +189,7 @@ mod tests {
             ),
             "{install}"
         );
-        assert!(
-            install.ends_with("xtask/tools/tansu-0.6.0-libsql"),
-            "{install}"
-        );
+        assert!(install.ends_with("/tools/tansu-0.6.0-libsql"), "{install}");
         let commands = start_commands(&ctx);
         assert_eq!(commands.len(), 3);
         assert_eq!(commands[0][..2], ["rm", "-rf"], "{commands:?}");
