@@ -62,14 +62,7 @@ pub fn run(paths: &Paths, check: bool) -> Result<()> {
 
 /// Every file of `deploy/`, by path relative to it.
 pub fn generate(paths: &Paths) -> Result<BTreeMap<PathBuf, String>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = Command::new(cargo);
-    build.arg("build").current_dir(&paths.root);
-    for connector in DEPLOYED {
-        build.args(["-p", &connectors::crate_name(connector.name)]);
-    }
-    host::run(&mut build)?;
-
+    build_binaries(paths)?;
     let mut files = BTreeMap::new();
     for connector in DEPLOYED {
         let binary = paths.binary("debug", &connectors::crate_name(connector.name));
@@ -90,6 +83,18 @@ pub fn generate(paths: &Paths) -> Result<BTreeMap<PathBuf, String>> {
     }
     files.insert(PathBuf::from("README.md"), readme());
     Ok(files)
+}
+
+/// Builds the debug binaries of the deployed connectors (one cargo invocation, always the same
+/// set, so its feature resolution is reused).
+fn build_binaries(paths: &Paths) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build.arg("build").current_dir(&paths.root);
+    for connector in DEPLOYED {
+        build.args(["-p", &connectors::crate_name(connector.name)]);
+    }
+    host::run(&mut build)
 }
 
 /// Runs `binary flag` and returns what it printed.
@@ -508,10 +513,8 @@ mod tests {
         build
             .args(["build", "-p", "kps-connector-cli"])
             .current_dir(&paths.root);
-        for connector in DEPLOYED {
-            build.args(["-p", &connectors::crate_name(connector.name)]);
-        }
         host::run(&mut build).unwrap();
+        build_binaries(&paths).unwrap();
         let scratch = paths
             .xtask_dir
             .join(format!("test-deploy-{}", std::process::id()));

@@ -102,82 +102,101 @@ pub fn build(ctx: &Ctx, options: &Options) -> Result<Vec<Built>> {
         }
         options.connectors.clone()
     };
-    let package = WorkspacePackage::read(root)?;
-    let tag = options
-        .tag
-        .clone()
-        .unwrap_or_else(|| package.version.clone());
-    check_tag(&tag)?;
-    let out = options
-        .out
-        .clone()
-        .unwrap_or_else(|| ctx.paths.target.join("images"));
-    let certificates = fs::read(CA_CERTIFICATES).with_context(|| {
-        format!("cannot read {CA_CERTIFICATES}: install the CA certificates (apt-get install ca-certificates)")
-    })?;
-    let epoch = oci::source_date_epoch()?;
-    let revision = git_revision(root);
+    let packing = Packing::new(ctx, options)?;
+    compile(root, &names)?;
+    names.iter().map(|name| packing.package(name)).collect()
+}
 
+/// `cargo build --release` of the connectors named.
+fn compile(root: &Path, names: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = Command::new(cargo);
     build.args(["build", "--release"]).current_dir(root);
-    for name in &names {
+    for name in names {
         build.args(["-p", &connectors::crate_name(name)]);
     }
-    host::run(&mut build)?;
+    host::run(&mut build)
+}
 
-    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut built = Vec::new();
-    for name in &names {
+/// Everything an image is made of besides its binary: the same packing of the same binary
+/// gives the same bytes.
+#[derive(Debug, Clone)]
+struct Packing {
+    root: PathBuf,
+    release_dir: PathBuf,
+    package: WorkspacePackage,
+    tag: String,
+    out: PathBuf,
+    certificates: Vec<u8>,
+    epoch: u64,
+    revision: String,
+}
+
+impl Packing {
+    fn new(ctx: &Ctx, options: &Options) -> Result<Packing> {
+        let root = ctx.paths.root.clone();
+        let package = WorkspacePackage::read(&root)?;
+        let tag = options
+            .tag
+            .clone()
+            .unwrap_or_else(|| package.version.clone());
+        check_tag(&tag)?;
+        let certificates = fs::read(CA_CERTIFICATES).with_context(|| {
+            format!("cannot read {CA_CERTIFICATES}: install the CA certificates (apt-get install ca-certificates)")
+        })?;
+        Ok(Packing {
+            release_dir: ctx.paths.target.join("release"),
+            out: options
+                .out
+                .clone()
+                .unwrap_or_else(|| ctx.paths.target.join("images")),
+            epoch: oci::source_date_epoch()?,
+            revision: git_revision(&root),
+            root,
+            package,
+            tag,
+            certificates,
+        })
+    }
+
+    /// Writes the archive of connector `name` from its release binary.
+    fn package(&self, name: &str) -> Result<Built> {
         let crate_name = connectors::crate_name(name);
-        let binary = ctx.paths.binary("release", &crate_name);
-        let reference = format!("{REGISTRY}/{crate_name}:{tag}");
+        let binary = self.release_dir.join(&crate_name);
+        let reference = format!("{REGISTRY}/{crate_name}:{}", self.tag);
+        let label = |key: &str, value: String| (format!("org.opencontainers.image.{key}"), value);
         let labels = vec![
-            (
-                "org.opencontainers.image.title".to_owned(),
-                crate_name.clone(),
+            label("title", crate_name.clone()),
+            label(
+                "description",
+                connectors::crate_description(&self.root, &crate_name).unwrap_or_default(),
             ),
-            (
-                "org.opencontainers.image.description".to_owned(),
-                connectors::crate_description(root, &crate_name).unwrap_or_default(),
-            ),
-            (
-                "org.opencontainers.image.source".to_owned(),
-                package.repository.clone(),
-            ),
-            (
-                "org.opencontainers.image.version".to_owned(),
-                package.version.clone(),
-            ),
-            (
-                "org.opencontainers.image.revision".to_owned(),
-                revision.clone(),
-            ),
-            (
-                "org.opencontainers.image.licenses".to_owned(),
-                package.license.clone(),
-            ),
-            (
-                "org.opencontainers.image.created".to_owned(),
-                oci::rfc3339(epoch),
-            ),
+            label("source", self.package.repository.clone()),
+            label("version", self.package.version.clone()),
+            label("revision", self.revision.clone()),
+            label("licenses", self.package.license.clone()),
+            label("created", oci::rfc3339(self.epoch)),
         ];
         let config = image_config(&crate_name, labels);
-        let rootfs = tar::write(&rootfs(&binary, &crate_name, &certificates)?, epoch)?;
-        let image = oci::image_archive(rootfs, &config, &reference, epoch)?;
-        let path = out.join(format!("{crate_name}-{tag}.oci.tar"));
+        let rootfs = tar::write(
+            &rootfs(&binary, &crate_name, &self.certificates)?,
+            self.epoch,
+        )?;
+        let image = oci::image_archive(rootfs, &config, &reference, self.epoch)?;
+        fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
+        let path = self.out.join(format!("{crate_name}-{}.oci.tar", self.tag));
         let partial = path.with_extension("tar.partial");
         fs::write(&partial, &image.bytes)
             .and_then(|()| fs::rename(&partial, &path))
             .with_context(|| format!("cannot write {}", path.display()))?;
-        built.push(Built {
+        Ok(Built {
             crate_name,
             reference,
             path,
             image,
-        });
+        })
     }
-    Ok(built)
 }
 
 /// A tag as registries take it: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
@@ -384,6 +403,14 @@ mod tests {
         assert_eq!(config.exposed_ports, ["8000/tcp", "9102/tcp"]);
     }
 
+    /// The revision label the first build recorded.
+    fn first_revision(built: &Built) -> String {
+        let text = String::from_utf8_lossy(&built.image.bytes);
+        let key = "\"org.opencontainers.image.revision\":\"";
+        let start = text.find(key).unwrap() + key.len();
+        text[start..start + text[start..].find('"').unwrap()].to_owned()
+    }
+
     /// The issue's "must show": the file connector's archive is a valid OCI layout (every
     /// blob's digest and size), its root filesystem runs `--help` as user 9999 in a chroot,
     /// and two builds give the same digest. Builds the release binary (slow the first time).
@@ -401,15 +428,18 @@ mod tests {
             out: Some(dir.join("first")),
             ..Options::default()
         };
+        // Compiled once and packed twice from the same inputs (a commit or a rebuild in between
+        // would change the inputs, so `build` is not simply called twice).
         let first = build(&ctx, &options).unwrap();
-        let second = build(
-            &ctx,
-            &Options {
-                out: Some(dir.join("second")),
-                ..options
-            },
-        )
+        let packing = Packing::new(&ctx, &options).unwrap();
+        let second = Packing {
+            out: dir.join("second"),
+            revision: first_revision(&first[0]),
+            ..packing
+        }
+        .package("file")
         .unwrap();
+        let second = [second];
         let (first, second) = (&first[0], &second[0]);
         assert_eq!(first.image.manifest_digest, second.image.manifest_digest);
         assert_eq!(
@@ -481,7 +511,7 @@ mod tests {
             String::from_utf8_lossy(&help.stderr)
         );
         assert!(stdout.contains("--connector-id"), "{stdout}");
-        // The user matters: the image's binary refuses nothing as 9999, and 9999 owns its home.
+        // As 9999 it also prints its class (nothing it reads is root-only); 9999 owns its home.
         let class = run_as_9999(&["--print-class"]);
         assert!(class.status.success(), "{class:?}");
         let owner = {

@@ -136,7 +136,14 @@ fn steps(program: &str, nextest: bool) -> Vec<Step> {
                 } else {
                     // Not --all-targets: bench targets run their benchmark, they are not
                     // tests (clippy --all-targets still compiles them).
-                    &["test", "--workspace", "--lib", "--bins", "--tests", "--no-fail-fast"]
+                    &[
+                        "test",
+                        "--workspace",
+                        "--lib",
+                        "--bins",
+                        "--tests",
+                        "--no-fail-fast",
+                    ]
                 };
                 run_counted(&mut cargo(ctx, &tests, args), tally)
             }),
