@@ -3,7 +3,7 @@
 //! A connector crate implements [`ExternalSystem`] for its outside system (write records in,
 //! read records out) and runs the checks with its real broker or database:
 //!
-//! ```ignore
+//! ```text
 //! let suite = DataSuite::new(1_000);
 //! suite.ingress_round_trip(MyConnector::default(), json!({"topic": t}), &system).await.assert_passed();
 //! ```
