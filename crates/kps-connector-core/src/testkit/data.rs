@@ -112,6 +112,23 @@ impl DataReport {
     }
 }
 
+/// Starts `connector` with `stream` as its whole stream set and waits until it is HEALTHY.
+async fn running_stream<C: Connector + Clone>(
+    connector: C,
+    stream: StreamDecl,
+) -> TestConnector<C> {
+    let mut running = TestConnector::start(connector).await;
+    let id = stream.id.clone();
+    running
+        .apply(vec![stream])
+        .await
+        .unwrap_or_else(|status| panic!("stream `{id}` refused: {status}"));
+    running
+        .wait_for_state(&id, State::Healthy, Duration::from_secs(30))
+        .await;
+    running
+}
+
 impl DataSuite {
     /// Checks that move `records` records each.
     pub fn new(records: usize) -> Self {
@@ -133,21 +150,14 @@ impl DataSuite {
         metadata: Value,
         system: &dyn ExternalSystem,
     ) -> DataReport {
-        let mut running = TestConnector::start(connector).await;
         let channel = unique_name("kps.data.in");
         let probe = NatsProbe::connect().await;
         let mut arrivals = probe.subscribe(&channel).await;
-        running
-            .apply(vec![StreamDecl::ingress(
-                "data-in",
-                channel.as_str(),
-                metadata,
-            )])
-            .await
-            .expect("ingress stream accepted");
-        running
-            .wait_for_state("data-in", State::Healthy, Duration::from_secs(30))
-            .await;
+        let running = running_stream(
+            connector,
+            StreamDecl::ingress("data-in", channel.as_str(), metadata),
+        )
+        .await;
         let sent = self.records(system, 0..self.records);
         system.produce(&sent).await.expect("records produced");
         let received: Vec<Bytes> = arrivals
@@ -168,21 +178,14 @@ impl DataSuite {
         metadata: Value,
         system: &dyn ExternalSystem,
     ) -> DataReport {
-        let mut running = TestConnector::start(connector).await;
         let channel = unique_name("kps.data.restart");
         let probe = NatsProbe::connect().await;
         let mut arrivals = probe.subscribe(&channel).await;
-        running
-            .apply(vec![StreamDecl::ingress(
-                "data-restart",
-                channel.as_str(),
-                metadata,
-            )])
-            .await
-            .expect("ingress stream accepted");
-        running
-            .wait_for_state("data-restart", State::Healthy, Duration::from_secs(30))
-            .await;
+        let mut running = running_stream(
+            connector,
+            StreamDecl::ingress("data-restart", channel.as_str(), metadata),
+        )
+        .await;
         let half = self.records / 2;
         let first = self.records(system, 0..half);
         system.produce(&first).await.expect("records produced");
@@ -210,19 +213,12 @@ impl DataSuite {
         metadata: Value,
         system: &dyn ExternalSystem,
     ) -> DataReport {
-        let mut running = TestConnector::start(connector).await;
         let channel = unique_name("kps.data.out");
-        running
-            .apply(vec![StreamDecl::egress(
-                "data-out",
-                channel.as_str(),
-                metadata,
-            )])
-            .await
-            .expect("egress stream accepted");
-        running
-            .wait_for_state("data-out", State::Healthy, Duration::from_secs(30))
-            .await;
+        let running = running_stream(
+            connector,
+            StreamDecl::egress("data-out", channel.as_str(), metadata),
+        )
+        .await;
         let probe = NatsProbe::connect().await;
         let sent = self.records(system, 0..self.records);
         probe
@@ -246,19 +242,12 @@ impl DataSuite {
         metadata: Value,
         system: &dyn ExternalSystem,
     ) -> DataReport {
-        let mut running = TestConnector::start(connector).await;
         let channel = unique_name("kps.data.outrestart");
-        running
-            .apply(vec![StreamDecl::egress(
-                "data-out-restart",
-                channel.as_str(),
-                metadata,
-            )])
-            .await
-            .expect("egress stream accepted");
-        running
-            .wait_for_state("data-out-restart", State::Healthy, Duration::from_secs(30))
-            .await;
+        let mut running = running_stream(
+            connector,
+            StreamDecl::egress("data-out-restart", channel.as_str(), metadata),
+        )
+        .await;
         let probe = NatsProbe::connect().await;
         let half = self.records / 2;
         let first = self.records(system, 0..half);
