@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Rabbit, Records, amqp_url};
@@ -223,4 +224,56 @@ async fn the_data_suite_passes() {
         report.assert_passed();
         system.cleanup().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_ingress_across_a_nats_outage() {
+    let system = RabbitSystem::new().await;
+    let report = DataSuite::new(5000)
+        .ingress_nats_cut(AmqpConnector, system.ingress(), &system)
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_across_a_nats_outage() {
+    let system = RabbitSystem::new().await;
+    let report = DataSuite::new(5000)
+        .egress_nats_cut(AmqpConnector, system.egress(), &system)
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_ingress_survives_sigkill() {
+    let system = RabbitSystem::new().await;
+    let report = DataSuite::new(5000)
+        .ingress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-amqp")),
+            system.ingress(),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_survives_sigkill() {
+    let system = RabbitSystem::new().await;
+    let report = DataSuite::new(5000)
+        .egress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-amqp")),
+            system.egress(),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
 }

@@ -3,15 +3,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{AMQP_ADDR, Rabbit, amqp_url, assert_all_in_order, has_status, records};
 use kps_connector_amqp::AmqpConnector;
 use kps_connector_core::proto;
 use kps_connector_core::testkit::{
-    self, FaultProxy, NatsProbe, StreamDecl, TestConnector, unique_name,
+    ConnectorProcess, DeliveryReport, FaultProxy, NatsProbe, StreamDecl, TestConnector,
+    collect_until_complete, unique_name,
 };
 use kps_connector_core::{Bytes, State};
 use serde_json::json;
@@ -109,7 +108,12 @@ async fn a_cut_connection_recovers_and_other_streams_are_unaffected() {
         .await;
     rabbit.publish(&queue_in, &in_sent[200..]).await;
     probe.publish_records(&ch_out, &out_sent[200..], 10).await;
-    in_received.extend(collect_distinct(&mut read, &in_received, 300).await);
+    in_received.extend(
+        collect_until_complete(&in_sent, &in_received, TIMEOUT, async || {
+            read.collect(300, Duration::from_millis(500)).await
+        })
+        .await,
+    );
     out_received.extend(written.collect(200, TIMEOUT).await);
     let in_duplicates = assert_all_in_order(&in_sent, &in_received);
     let out_duplicates = assert_all_in_order(&out_sent, &out_received);
@@ -121,120 +125,16 @@ async fn a_cut_connection_recovers_and_other_streams_are_unaffected() {
     }
 }
 
-/// Collects from `stream` until `target` distinct records were seen (counting `already`).
-async fn collect_distinct(
-    stream: &mut testkit::RecordStream,
-    already: &[Bytes],
-    target: usize,
-) -> Vec<Bytes> {
-    let mut seen: std::collections::HashSet<Bytes> = already.iter().cloned().collect();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while seen.len() < target && Instant::now() < deadline {
-        for record in stream.collect(1, Duration::from_millis(500)).await {
-            seen.insert(record.clone());
-            out.push(record);
-        }
+/// The built connector binary as the platform runs it, with `connector_id`'s state in `state`.
+fn process(connector_id: &str, state: &std::path::Path, jetstream: bool) -> ConnectorProcess {
+    let builder = ConnectorProcess::builder(env!("CARGO_BIN_EXE_kps-connector-amqp"), connector_id)
+        .state_dir(state);
+    if jetstream {
+        builder.jetstream()
+    } else {
+        builder
     }
-    out
-}
-
-/// The built `kps-connector-amqp` binary, run as the platform runs it.
-struct Process {
-    child: Child,
-    endpoint: String,
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address")
-}
-
-impl Process {
-    fn start(connector_id: &str, state_dir: &std::path::Path, extra: &[&str]) -> Self {
-        let listen = free_port();
-        let metrics = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_kps-connector-amqp"))
-            .args(["--connector-id", connector_id])
-            .args(["--listen", &listen.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .args(["--nats-url", &testkit::nats_url()])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the connector binary starts");
-        Self {
-            child,
-            endpoint: format!("http://{listen}"),
-        }
-    }
-
-    async fn apply(&self, connector_id: &str, streams: &[StreamDecl]) {
-        let mut client = testkit::grpc_client(&self.endpoint)
-            .await
-            .expect("gRPC answers");
-        client
-            .set_payload(proto::SetPayloadRequest {
-                connector_id: connector_id.to_owned(),
-                payloads: streams.iter().map(StreamDecl::to_payload).collect(),
-            })
-            .await
-            .expect("streams accepted");
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let events = client
-                .get_events(proto::GetEventsRequest {
-                    connector_id: connector_id.to_owned(),
-                })
-                .await
-                .expect("GetEvents")
-                .into_inner();
-            let healthy = events.event_payloads.iter().any(|p| {
-                matches!(&p.object, Some(proto::event_payload::Object::Status(s))
-                    if s.state == proto::State::Healthy as i32)
-            });
-            if healthy {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the stream never became healthy");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no draining, no clean close.
-    async fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.wait().await;
-    }
-
-    /// SIGTERM: drains and exits.
-    async fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        self.wait().await;
-    }
-
-    async fn wait(&mut self) {
-        let deadline = Instant::now() + TIMEOUT;
-        while self.child.try_wait().expect("child status").is_none() {
-            assert!(Instant::now() < deadline, "the connector did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    .start()
 }
 
 /// Publishes `records` to `queue` in chunks, pacing itself so a kill lands mid-stream.
@@ -248,6 +148,18 @@ fn paced_producer(queue: String, records: Vec<Bytes>) -> tokio::task::JoinHandle
     })
 }
 
+/// After a crash nothing may be lost; what arrived before the kill came in order.
+fn assert_none_lost(sent: &[Bytes], before_kill: usize, received: &[Bytes]) -> DeliveryReport {
+    assert_eq!(
+        &received[..before_kill],
+        &sent[..before_kill],
+        "in order before the kill"
+    );
+    let report = DeliveryReport::compare(sent, received);
+    report.assert_none_lost();
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_killed_mid_stream_loses_nothing() {
     let rabbit = Rabbit::connect().await;
@@ -256,7 +168,7 @@ async fn ingress_killed_mid_stream_loses_nothing() {
     let channel = unique_name("kps.amqp.kill.in");
     let probe = NatsProbe::connect().await;
     let mut arrivals = probe.subscribe(&channel).await;
-    let state = tempfile_dir();
+    let state = tempfile::tempdir().expect("a state directory");
     let id = unique_name("amqp-kill");
     let streams = [StreamDecl::ingress(
         "kill-in",
@@ -266,24 +178,23 @@ async fn ingress_killed_mid_stream_loses_nothing() {
 
     let sent = records(0..20_000);
     let producer = paced_producer(queue.clone(), sent.clone());
-    let first = Process::start(&id, state.path(), &[]);
-    first.apply(&id, &streams).await;
+    let mut first = process(&id, state.path(), false);
+    first.apply(&streams).await;
     let mut received = arrivals.collect(3_000, TIMEOUT).await;
     assert_eq!(received.len(), 3_000);
     first.kill().await;
 
-    let second = Process::start(&id, state.path(), &[]);
-    second.apply(&id, &streams).await;
+    let mut second = process(&id, state.path(), false);
+    second.apply(&streams).await;
     producer.await.expect("producer");
-    let more = collect_distinct(&mut arrivals, &received, sent.len()).await;
+    let more = collect_until_complete(&sent, &received, TIMEOUT, async || {
+        arrivals.collect(1_000, Duration::from_millis(500)).await
+    })
+    .await;
     received.extend(more);
     received.extend(arrivals.drain(Duration::from_millis(500)).await);
-    let (duplicates, late) = assert_none_lost(&sent, 3_000, &received);
-    eprintln!(
-        "ingress SIGKILL: {} records sent, {} received, {duplicates} duplicate(s), {late} redelivered after later records, none lost",
-        sent.len(),
-        received.len()
-    );
+    let report = assert_none_lost(&sent, 3_000, &received);
+    eprintln!("ingress SIGKILL: {report}");
     second.terminate().await;
     assert_eq!(
         rabbit.ready(&queue).await,
@@ -300,17 +211,16 @@ async fn egress_killed_mid_stream_loses_nothing_with_jetstream() {
     rabbit.queue(&queue, &[]).await;
     let mut written = rabbit.consumer(&queue).await;
     let channel = unique_name("kps.amqp.kill.out");
-    let state = tempfile_dir();
+    let state = tempfile::tempdir().expect("a state directory");
     let id = unique_name("amqp-kill");
     let streams = [StreamDecl::egress(
         "kill-out",
         channel.as_str(),
         json!({"url": amqp_url(), "exchange": "", "routing_key": queue}),
     )];
-    let jetstream = ["--transport", "jetstream"];
 
-    let first = Process::start(&id, state.path(), &jetstream);
-    first.apply(&id, &streams).await;
+    let mut first = process(&id, state.path(), true);
+    first.apply(&streams).await;
     let sent = records(0..20_000);
     let producer = {
         let channel = channel.clone();
@@ -327,82 +237,21 @@ async fn egress_killed_mid_stream_loses_nothing_with_jetstream() {
     assert_eq!(received.len(), 3_000);
     first.kill().await;
 
-    let second = Process::start(&id, state.path(), &jetstream);
-    second.apply(&id, &streams).await;
+    let mut second = process(&id, state.path(), true);
+    second.apply(&streams).await;
     producer.await.expect("producer");
-    // Messages the killed process held unacknowledged come back after JetStream's ack wait (30 s).
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut seen: std::collections::HashSet<Bytes> = received.iter().cloned().collect();
-    while seen.len() < sent.len() && Instant::now() < deadline {
-        for record in written.collect(1_000, Duration::from_millis(500)).await {
-            seen.insert(record.clone());
-            received.push(record);
-        }
-    }
-    let (duplicates, late) = assert_none_lost(&sent, 3_000, &received);
-    eprintln!(
-        "egress SIGKILL (jetstream): {} records sent, {} written, {duplicates} duplicate(s), {late} redelivered after later records, none lost",
-        sent.len(),
-        received.len()
-    );
+    // Messages the killed process held unacknowledged come back after JetStream's ack wait.
+    let more = collect_until_complete(&sent, &received, Duration::from_secs(90), async || {
+        written.collect(1_000, Duration::from_millis(500)).await
+    })
+    .await;
+    received.extend(more);
+    let report = assert_none_lost(&sent, 3_000, &received);
+    eprintln!("egress SIGKILL (jetstream): {report}");
     second.terminate().await;
     rabbit.delete(&queue).await;
-    delete_jetstream_stream(&format!("KPS_{}", channel.replace('.', "_"))).await;
-}
-
-/// After a crash, nothing may be lost; redelivered records may come twice and, with JetStream,
-/// after later ones (a message the killed process held comes back only after the ack wait).
-/// Checks that none is lost and that what arrived before the kill came in order; returns the
-/// duplicates and the first arrivals that came after a later record.
-fn assert_none_lost(sent: &[Bytes], before_kill: usize, received: &[Bytes]) -> (usize, usize) {
-    assert_eq!(
-        &received[..before_kill],
-        &sent[..before_kill],
-        "in order before the kill"
-    );
-    let mut seen = std::collections::HashSet::new();
-    let firsts: Vec<&Bytes> = received.iter().filter(|r| seen.insert(*r)).collect();
-    let lost = sent.iter().filter(|r| !seen.contains(r)).count();
-    assert_eq!(lost, 0, "{lost} of {} records lost", sent.len());
-    let position: std::collections::HashMap<&Bytes, usize> =
-        sent.iter().enumerate().map(|(i, r)| (r, i)).collect();
-    let mut late = 0;
-    let mut highest = 0;
-    for record in &firsts {
-        let p = position[record];
-        if p < highest {
-            late += 1;
-        }
-        highest = highest.max(p);
-    }
-    (received.len() - firsts.len(), late)
-}
-
-fn tempfile_dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a state directory")
-}
-
-/// Deletes a JetStream stream the test made the connector create (raw NATS protocol, so this
-/// crate needs no NATS client).
-async fn delete_jetstream_stream(name: &str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = testkit::nats_url().trim_start_matches("nats://").to_owned();
-    let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await else {
-        return;
-    };
-    let request = format!(
-        "CONNECT {{\"verbose\":false}}\r\nPUB $JS.API.STREAM.DELETE.{name} 0\r\n\r\nPING\r\n"
-    );
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return;
-    }
-    let mut buffer = vec![0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut seen = String::new();
-    while !seen.contains("PONG") && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await {
-            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
-            _ => break,
-        }
-    }
+    NatsProbe::connect()
+        .await
+        .delete_jetstream_stream(&format!("KPS_{}", channel.replace('.', "_")))
+        .await;
 }

@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{TopicReader, brokers, create_topic, produce, producer};
@@ -140,4 +141,60 @@ async fn data_suite_egress_round_trip_and_restart() {
         .egress_restart(KafkaConnector, metadata, &topic)
         .await
         .assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_ingress_across_a_nats_outage() {
+    let system = Topic::new("kps-kafka-natscut-in").await;
+    let report = DataSuite::new(3000)
+        .ingress_nats_cut(
+            KafkaConnector,
+            json!({"brokers": brokers(), "topic": system.name, "start": "earliest"}),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_across_a_nats_outage() {
+    let system = Topic::new("kps-kafka-natscut-out").await;
+    let report = DataSuite::new(3000)
+        .egress_nats_cut(
+            KafkaConnector,
+            json!({"brokers": brokers(), "topic": system.name}),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_ingress_survives_sigkill() {
+    let system = Topic::new("kps-kafka-crash-in").await;
+    let report = DataSuite::new(3000)
+        .ingress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-kafka")),
+            json!({"brokers": brokers(), "topic": system.name, "start": "earliest"}),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_survives_sigkill() {
+    let system = Topic::new("kps-kafka-crash-out").await;
+    let report = DataSuite::new(3000)
+        .egress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-kafka")),
+            json!({"brokers": brokers(), "topic": system.name}),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -200,4 +201,56 @@ async fn the_data_suite_passes_for_egress() {
         .await
         .assert_passed();
     system.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_suite_ingress_across_a_nats_outage() {
+    let system = MysqlTable::new("kps_natscut_in").await;
+    let report = DataSuite::new(3000)
+        .ingress_nats_cut(MysqlConnector::default(), system.ingress(), &system)
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_suite_egress_across_a_nats_outage() {
+    let system = MysqlTable::new("kps_natscut_out").await;
+    let report = DataSuite::new(3000)
+        .egress_nats_cut(MysqlConnector::default(), system.egress(), &system)
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_suite_ingress_survives_sigkill() {
+    let system = MysqlTable::new("kps_crash_in").await;
+    let report = DataSuite::new(3000)
+        .ingress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-mysql")),
+            system.ingress(),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_suite_egress_survives_sigkill() {
+    let system = MysqlTable::new("kps_crash_out").await;
+    let report = DataSuite::new(3000)
+        .egress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-mysql")),
+            system.egress(),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
 }

@@ -7,16 +7,24 @@
 //!   running connector in any language (`kpsctl conformance` runs it too).
 //! - [`data`]: the data suite: N records in, the same N out, in order; stop and start without loss.
 //! - [`FaultProxy`]: a loopback TCP proxy a test cuts and restores between a connector and its broker.
+//! - [`ConnectorProcess`]: a built connector binary run as a child process, to kill, restart and
+//!   measure; [`DeliveryReport`] counts what a fault lost, duplicated or delivered late.
 
 pub mod contract;
 pub mod data;
+mod delivery;
 mod fault_proxy;
 mod harness;
 mod probe;
+mod process;
 
+pub use delivery::{DeliveryReport, collect_until_complete};
 pub use fault_proxy::FaultProxy;
 pub use harness::{EventView, StreamDecl, TestConnector, grpc_client, http_get};
 pub use probe::{NatsProbe, RecordStream};
+pub use process::{
+    ConnectorProcess, ProcessBuilder, ProcessMemory, proc_stat_cpu_seconds, proc_status_memory,
+};
 
 /// The NATS server tests use: `KPS_TEST_NATS_URL`, or the local one.
 pub fn nats_url() -> String {

@@ -61,6 +61,12 @@ impl NatsProbe {
         self.client.flush().await.expect("NATS flush");
     }
 
+    /// Deletes the JetStream stream `name` (a test's own, after it), ignoring a missing one.
+    pub async fn delete_jetstream_stream(&self, name: &str) {
+        let context = async_nats::jetstream::new(self.client.clone());
+        let _ = context.delete_stream(name).await;
+    }
+
     /// Publishes raw bytes (e.g. something that is not a TransportMessage).
     pub async fn publish_raw(&self, subject: &str, payload: Bytes) {
         self.client

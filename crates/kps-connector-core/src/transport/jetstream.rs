@@ -17,6 +17,12 @@ use super::nats::{NatsTransport, sanitize_name};
 use super::{Confirmation, Delivery, DeliveryAck, Subscription, Transport, TransportError};
 use crate::state::StateBackend;
 
+/// The JetStream stream created for `subject` when no stream covers it: `KPS_<subject>` with
+/// the characters a stream name cannot hold replaced.
+pub fn stream_name_for(subject: &str) -> String {
+    format!("KPS_{}", sanitize_name(subject))
+}
+
 /// A JetStream transport on top of the process's NATS connection.
 pub struct JetStreamTransport {
     nats: NatsTransport,
@@ -56,7 +62,7 @@ impl JetStreamTransport {
         let name = match self.context.stream_by_subject(subject).await {
             Ok(name) => name,
             Err(_) => {
-                let name = format!("KPS_{}", sanitize_name(subject));
+                let name = stream_name_for(subject);
                 self.context
                     .get_or_create_stream(stream::Config {
                         name: name.clone(),

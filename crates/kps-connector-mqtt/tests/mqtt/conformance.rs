@@ -4,6 +4,7 @@
 //! The data checks move 1,000 records: at most what Mosquitto's default per-client queue
 //! (`max_queued_messages 1000`) holds for a subscriber that is away or behind.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -129,4 +130,52 @@ fn the_connector_is_bidirectional() {
     let info = MqttConnector.info();
     assert_eq!(info.name, "mqtt");
     assert!(info.supports(Direction::Ingress) && info.supports(Direction::Egress));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_ingress_across_a_nats_outage() {
+    let system = Mosquitto::new("data-in-natscut").await;
+    let report = DataSuite::new(900)
+        .ingress_nats_cut(MqttConnector, system.metadata(1).await, &system)
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_across_a_nats_outage() {
+    let system = Mosquitto::new("data-out-natscut").await;
+    let report = DataSuite::new(900)
+        .egress_nats_cut(MqttConnector, system.metadata(1).await, &system)
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_ingress_survives_sigkill() {
+    let system = Mosquitto::new("data-in-crash").await;
+    let report = DataSuite::new(900)
+        .ingress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-mqtt")),
+            system.metadata(1).await,
+            &system,
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_survives_sigkill() {
+    let system = Mosquitto::new("data-out-crash").await;
+    let report = DataSuite::new(900)
+        .egress_crash(
+            Path::new(env!("CARGO_BIN_EXE_kps-connector-mqtt")),
+            system.metadata(1).await,
+            &system,
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
 }
