@@ -39,6 +39,8 @@ pub async fn serve(
 async fn render_metrics(
     axum::extract::State(state): axum::extract::State<HttpState>,
 ) -> impl IntoResponse {
+    let runtime = tokio::runtime::Handle::current().metrics();
+    state.metrics.set_runtime_tasks(runtime.num_alive_tasks());
     (
         [(
             header::CONTENT_TYPE,

@@ -44,6 +44,7 @@ struct Families {
     lag: Family<StreamLabels, Gauge>,
     named: Family<NamedLabels, Counter>,
     streams: Gauge,
+    runtime_tasks: Gauge,
 }
 
 /// The process's metrics registry.
@@ -112,6 +113,11 @@ impl Metrics {
             "Streams running in this process",
             families.streams.clone(),
         );
+        registry.register(
+            "runtime_tasks",
+            "Tasks alive in the async runtime (a number that keeps growing is a leak)",
+            families.runtime_tasks.clone(),
+        );
         Self {
             families,
             registry: Arc::new(Mutex::new(registry)),
@@ -164,6 +170,13 @@ impl Metrics {
     pub fn set_streams_running(&self, n: usize) {
         self.families
             .streams
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of tasks alive in the async runtime.
+    pub fn set_runtime_tasks(&self, n: usize) {
+        self.families
+            .runtime_tasks
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 

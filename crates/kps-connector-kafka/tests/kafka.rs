@@ -6,13 +6,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TopicReader, brokers, create_topic, order_violation, produce, producer};
 use kps_connector_core::grpc::convert::struct_to_json;
-use kps_connector_core::testkit::{self, NatsProbe, StreamDecl, TestConnector, unique_name};
+use kps_connector_core::testkit::{
+    ConnectorProcess, NatsProbe, StreamDecl, TestConnector, unique_name,
+};
 use kps_connector_core::{Bytes, State, proto};
 use kps_connector_kafka::KafkaConnector;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -128,70 +128,6 @@ async fn ten_thousand_records_flow_from_nats_to_three_partitions_in_order_per_ke
     assert!(used.len() >= 2, "keys spread over partitions: {used:?}");
 }
 
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address")
-}
-
-/// The built `kps-connector-kafka` binary, run as the platform runs it.
-struct Process {
-    child: Child,
-    endpoint: String,
-}
-
-impl Process {
-    fn start(connector_id: &str, state_dir: &std::path::Path) -> Self {
-        let listen = free_port();
-        let metrics = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_kps-connector-kafka"))
-            .args(["--connector-id", connector_id])
-            .args(["--listen", &listen.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .args(["--nats-url", &testkit::nats_url()])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the connector binary starts");
-        Self {
-            child,
-            endpoint: format!("http://{listen}"),
-        }
-    }
-
-    async fn apply(&self, connector_id: &str, streams: &[StreamDecl]) {
-        let mut client = testkit::grpc_client(&self.endpoint)
-            .await
-            .expect("gRPC answers");
-        client
-            .set_payload(proto::SetPayloadRequest {
-                connector_id: connector_id.to_owned(),
-                payloads: streams.iter().map(StreamDecl::to_payload).collect(),
-            })
-            .await
-            .expect("streams accepted");
-    }
-
-    /// SIGKILL: no draining, no offset commit, no leaving the group.
-    async fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let deadline = Instant::now() + TIMEOUT;
-        while self.child.try_wait().expect("child status").is_none() {
-            assert!(Instant::now() < deadline, "the connector did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn sigkill_mid_ingress_then_restart_delivers_every_record_at_least_once() {
     const N: usize = 10_000;
@@ -232,10 +168,13 @@ async fn sigkill_mid_ingress_then_restart_delivers_every_record_at_least_once() 
         }
     });
 
-    let first = Process::start(&connector_id, state_dir.path());
-    first
-        .apply(&connector_id, std::slice::from_ref(&stream))
-        .await;
+    let process = || {
+        ConnectorProcess::builder(env!("CARGO_BIN_EXE_kps-connector-kafka"), &connector_id)
+            .state_dir(state_dir.path())
+            .start()
+    };
+    let mut first = process();
+    first.apply(std::slice::from_ref(&stream)).await;
     let mut received = arrivals.collect(2_000, TIMEOUT).await;
     assert!(
         received.len() >= 2_000,
@@ -244,10 +183,8 @@ async fn sigkill_mid_ingress_then_restart_delivers_every_record_at_least_once() 
     first.kill().await;
     let at_kill = received.len() + arrivals.drain(Duration::from_millis(200)).await.len();
 
-    let second = Process::start(&connector_id, state_dir.path());
-    second
-        .apply(&connector_id, std::slice::from_ref(&stream))
-        .await;
+    let mut second = process();
+    second.apply(std::slice::from_ref(&stream)).await;
     paced.await.expect("all records produced");
     let mut seen: HashSet<Bytes> = received.iter().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -433,7 +370,10 @@ async fn the_json_envelope_carries_key_value_headers_partition_offset_and_timest
 #[tokio::test]
 async fn an_unreachable_cluster_is_reported_unhealthy_not_refused() {
     let mut connector = TestConnector::start(KafkaConnector).await;
-    let port = free_port().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     connector
         .apply(vec![StreamDecl::ingress(
             "nowhere",

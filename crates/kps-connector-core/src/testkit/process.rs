@@ -240,6 +240,35 @@ impl ConnectorProcess {
         proc_status_memory(self.pid()).unwrap_or_default()
     }
 
+    /// Open file descriptors (files, sockets, pipes) of the process, from `/proc` (Linux): what
+    /// a connection leak makes grow.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    }
+
+    /// Threads of the process, from `/proc` (Linux).
+    pub fn threads(&self) -> usize {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("Threads:"))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// The value of the metric `name` (a series without labels) on the metrics port, if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = super::harness::http_get(self.metrics_addr, "/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// SIGKILL: no draining, no clean close; returns once the process is gone.
     pub async fn kill(mut self) {
         let _ = self.child.kill();

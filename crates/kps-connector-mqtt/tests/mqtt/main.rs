@@ -3,6 +3,7 @@
 //! that stop a broker or need their own config, with NATS on 127.0.0.1:4222.
 
 mod common;
+mod churn;
 mod conformance;
 mod egress;
 mod ingress;
