@@ -277,3 +277,14 @@ async fn data_suite_egress_survives_sigkill() {
     system.cleanup().await;
     report.assert_passed();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_skips_malformed_messages() {
+    let system = RabbitSystem::new().await;
+    let report = DataSuite::new(1000)
+        .egress_malformed_input(AmqpConnector, system.egress(), &system)
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}

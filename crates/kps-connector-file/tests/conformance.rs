@@ -233,3 +233,45 @@ async fn ingress_resumes_after_the_last_confirmed_line() {
     );
     connector.shutdown().await;
 }
+
+/// The fault checks every connector runs: malformed input on egress, a NATS outage both ways,
+/// and the built binary killed with SIGKILL both ways (JetStream mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_fault_checks_pass() {
+    let suite = DataSuite::new(900);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kps-connector-file"));
+    let ingress =
+        |files: &Files| json!({"path": Files::path(&files.input), "poll_interval_ms": 20});
+    let egress = |files: &Files| json!({"path": Files::path(&files.output)});
+
+    let files = Files::new();
+    let report = suite
+        .egress_malformed_input(FileConnector, egress(&files), &files)
+        .await;
+    println!("{report}");
+    report.assert_passed();
+
+    let files = Files::new();
+    let report = suite
+        .ingress_nats_cut(FileConnector, ingress(&files), &files)
+        .await;
+    println!("{report}");
+    report.assert_passed();
+
+    let files = Files::new();
+    let report = suite
+        .egress_nats_cut(FileConnector, egress(&files), &files)
+        .await;
+    println!("{report}");
+    report.assert_passed();
+
+    let files = Files::new();
+    let report = suite.ingress_crash(binary, ingress(&files), &files).await;
+    println!("{report}");
+    report.assert_passed();
+
+    let files = Files::new();
+    let report = suite.egress_crash(binary, egress(&files), &files).await;
+    println!("{report}");
+    report.assert_passed();
+}

@@ -198,3 +198,17 @@ async fn data_suite_egress_survives_sigkill() {
     println!("{report}");
     report.assert_passed();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_skips_malformed_messages() {
+    let system = Topic::new("kps-kafka-malformed-out").await;
+    let report = DataSuite::new(1000)
+        .egress_malformed_input(
+            KafkaConnector,
+            json!({"brokers": brokers(), "topic": system.name}),
+            &system,
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}

@@ -254,3 +254,14 @@ async fn the_data_suite_egress_survives_sigkill() {
     system.cleanup().await;
     report.assert_passed();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_suite_egress_skips_malformed_messages() {
+    let system = MysqlTable::new("kps_malformed_out").await;
+    let report = DataSuite::new(1000)
+        .egress_malformed_input(MysqlConnector::default(), system.egress(), &system)
+        .await;
+    println!("{report}");
+    system.cleanup().await;
+    report.assert_passed();
+}

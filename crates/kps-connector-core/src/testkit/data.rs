@@ -285,6 +285,59 @@ impl DataSuite {
         DataReport::compare("egress stop and start", &sent, &received, false)
     }
 
+    /// Egress with malformed input: between good records, messages that are not
+    /// TransportMessages (empty, random bytes, a truncated TransportMessage) arrive on the
+    /// subject. Each is skipped (and dead-lettered when configured); every good record is
+    /// written in order, once, and the stream stays HEALTHY.
+    pub async fn egress_malformed_input<C: Connector + Clone>(
+        &self,
+        connector: C,
+        metadata: Value,
+        system: &dyn ExternalSystem,
+    ) -> DataReport {
+        let channel = unique_name("kps.data.malformed");
+        let id = "data-malformed";
+        let mut running = running_stream(
+            connector,
+            StreamDecl::egress(id, channel.as_str(), metadata),
+        )
+        .await;
+        let probe = NatsProbe::connect().await;
+        let half = self.records / 2;
+        let sent = self.records(system, 0..self.records);
+        probe
+            .publish_records(&channel, &sent[..half], self.per_message)
+            .await;
+        let valid = crate::transport::wire::encode(0, &sent[..2]);
+        let truncated = valid.slice(..valid.len() - 3);
+        let random: Vec<u8> = (0..64).map(|_| fastrand::u8(..)).collect();
+        for garbage in [
+            Bytes::new(),
+            Bytes::from(random),
+            truncated,
+            Bytes::from_static(b"\xff\xff\xff\xff\x0f"),
+        ] {
+            probe.publish_raw(&channel, garbage).await;
+        }
+        probe
+            .publish_records(&channel, &sent[half..], self.per_message)
+            .await;
+        let mut received = system
+            .consume(self.records, self.timeout)
+            .await
+            .expect("records consumed");
+        received.extend(
+            system
+                .consume(1, Duration::from_millis(500))
+                .await
+                .unwrap_or_default(),
+        );
+        running.wait_for_state(id, State::Healthy, STATE_WAIT).await;
+        running.shutdown().await;
+        let received: Vec<Bytes> = received.into_iter().map(|r| system.normalize(r)).collect();
+        DataReport::compare("egress with malformed messages", &sent, &received, false)
+    }
+
     /// Ingress across a NATS outage: the connector reaches NATS through a [`FaultProxy`] that is
     /// cut mid-stream. The stream turns UNHEALTHY, then HEALTHY once NATS is back; every record
     /// arrives (a record published but not confirmed before the cut may come twice).

@@ -179,3 +179,13 @@ async fn data_suite_egress_survives_sigkill() {
     println!("{report}");
     report.assert_passed();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_suite_egress_skips_malformed_messages() {
+    let system = Mosquitto::new("data-out-malformed").await;
+    let report = DataSuite::new(500)
+        .egress_malformed_input(MqttConnector, system.metadata(1).await, &system)
+        .await;
+    println!("{report}");
+    report.assert_passed();
+}
