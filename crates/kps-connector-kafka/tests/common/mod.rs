@@ -36,16 +36,21 @@ pub fn require_broker() {
     }
 }
 
-fn config() -> ClientConfig {
+fn config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers());
+    config.set("bootstrap.servers", brokers);
     config
 }
 
 /// Creates `topic` with `partitions` partitions and waits until its metadata shows them.
 pub async fn create_topic(topic: &str, partitions: i32) {
     require_broker();
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    create_topic_on(&brokers(), topic, partitions).await;
+}
+
+/// [`create_topic`] on the cluster at `brokers`.
+pub async fn create_topic_on(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config(brokers).create().expect("admin client");
     let results = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -80,7 +85,12 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 /// An idempotent producer for writing test records.
 pub fn producer() -> FutureProducer {
     require_broker();
-    config()
+    producer_for(&brokers())
+}
+
+/// [`producer`] for the cluster at `brokers`.
+pub fn producer_for(brokers: &str) -> FutureProducer {
+    config(brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
@@ -147,7 +157,12 @@ impl TopicReader {
     /// A reader of every partition of `topic` (`partitions` of them) from offset 0.
     pub fn new(topic: &str, partitions: i32) -> Self {
         require_broker();
-        let consumer: StreamConsumer = config()
+        Self::on(&brokers(), topic, partitions)
+    }
+
+    /// [`TopicReader::new`] on the cluster at `brokers`.
+    pub fn on(brokers: &str, topic: &str, partitions: i32) -> Self {
+        let consumer: StreamConsumer = config(brokers)
             .set("group.id", "kps-test-reader-unused")
             .set("enable.auto.commit", "false")
             .create()
