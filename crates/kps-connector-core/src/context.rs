@@ -75,19 +75,35 @@ impl StreamContext {
     }
 
     /// Raises an alert about this stream (state UNHEALTHY for warnings and critical alerts).
-    /// Raise alerts when a condition starts, not per record.
+    /// Raise alerts when a condition starts, not per record. A warning or critical alert on a
+    /// HEALTHY stream also turns its status UNHEALTHY (a client library that reconnects by
+    /// itself keeps the stream running, but the platform must see that it is not moving).
     pub fn alert(&self, id: &str, severity: Severity, message: impl Into<String>) {
+        let message = message.into();
         let state = match severity {
             Severity::Info => State::Healthy,
             Severity::Warning | Severity::Critical => State::Unhealthy,
         };
         self.events
-            .alert(id, &self.stream_id, severity, state, message);
+            .alert(id, &self.stream_id, severity, state, message.clone());
+        if state == State::Unhealthy
+            && self.events.stream_state(&self.stream_id) == Some(State::Healthy)
+        {
+            self.events
+                .status(&self.stream_id, State::Unhealthy, message);
+        }
     }
 
-    /// Marks an alert of this stream as resolved.
+    /// Marks an alert of this stream as resolved; once no warning or critical alert of the
+    /// stream is left, an UNHEALTHY status turns HEALTHY again.
     pub fn resolve_alert(&self, id: &str, message: impl Into<String>) {
-        self.events.resolve(id, &self.stream_id, message);
+        let message = message.into();
+        self.events.resolve(id, &self.stream_id, message.clone());
+        if self.events.stream_state(&self.stream_id) == Some(State::Unhealthy)
+            && !self.events.has_open_alerts(&self.stream_id)
+        {
+            self.events.status(&self.stream_id, State::Healthy, message);
+        }
     }
 
     /// The dynamic config now in force; call `changed().await` on it to follow updates.
@@ -125,5 +141,50 @@ impl<P> std::fmt::Debug for DiscoveryContext<P> {
         f.debug_struct("DiscoveryContext")
             .field("streams", &self.streams.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DynamicConfig;
+    use crate::metrics::Metrics;
+    use crate::state::FileStateBackend;
+
+    fn context(events: &EventRegistry) -> StreamContext {
+        StreamContext {
+            connector_id: "c".into(),
+            stream_id: "s".into(),
+            direction: Direction::Ingress,
+            transport_channel: "subject".into(),
+            events: events.clone(),
+            config: DynamicConfig::new(Default::default()).subscribe(),
+            state: StateStore::new(Arc::new(FileStateBackend::new("unused")), "s"),
+            metrics: Metrics::new().stream("s", Direction::Ingress),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[test]
+    fn an_alert_turns_a_healthy_stream_unhealthy_until_every_alert_is_resolved() {
+        let events = EventRegistry::new();
+        let ctx = context(&events);
+        events.status("s", State::Healthy, "open");
+        ctx.alert("connection", Severity::Warning, "broker unreachable");
+        ctx.alert("topic", Severity::Warning, "topic missing");
+        assert_eq!(events.stream_state("s"), Some(State::Unhealthy));
+        ctx.resolve_alert("connection", "broker reachable");
+        assert_eq!(events.stream_state("s"), Some(State::Unhealthy));
+        ctx.resolve_alert("topic", "topic readable");
+        assert_eq!(events.stream_state("s"), Some(State::Healthy));
+    }
+
+    #[test]
+    fn an_info_alert_leaves_the_status_alone() {
+        let events = EventRegistry::new();
+        let ctx = context(&events);
+        events.status("s", State::Healthy, "open");
+        ctx.alert("note", Severity::Info, "fyi");
+        assert_eq!(events.stream_state("s"), Some(State::Healthy));
     }
 }

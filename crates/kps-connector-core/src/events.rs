@@ -176,6 +176,18 @@ impl EventRegistry {
         map.get(&(STATUS_EVENT_ID.to_owned(), stream_id.to_owned()))
             .map(|e| e.state)
     }
+
+    /// Whether a warning or critical alert about `stream_id` is in place (not resolved).
+    pub fn has_open_alerts(&self, stream_id: &str) -> bool {
+        let map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().any(|e| {
+            e.stream_id == stream_id
+                && matches!(
+                    e.kind,
+                    EventKind::Alert(Severity::Warning | Severity::Critical)
+                )
+        })
+    }
 }
 
 #[cfg(test)]

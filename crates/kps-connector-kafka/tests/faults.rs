@@ -1,7 +1,8 @@
 //! A cut connection to the Kafka cluster: a private tansu broker (the one `cargo xtask services
 //! up` built) advertises the testkit's fault proxy as its address, so every connection of the
-//! connector goes through the proxy. Cutting it turns both streams UNHEALTHY; restoring it
-//! turns them HEALTHY, and every record produced or published arrives (duplicates counted).
+//! connector goes through the proxy. Cutting it turns both streams UNHEALTHY; once it is
+//! restored they turn HEALTHY, and every record produced or published arrives (duplicates
+//! counted).
 
 #[allow(dead_code)]
 mod common;
@@ -171,13 +172,14 @@ async fn a_cut_broker_connection_recovers_both_ways_without_loss() {
             .await;
     }
 
-    // Restored: both recover; nothing is lost.
+    // Restored: both recover (the consumer's alert, and with it the status, clears when records
+    // flow again); nothing is lost.
     proxy.restore();
+    produce(&kafka, &topic_in, &keyless(&in_sent[300..])).await;
+    probe.publish_records(&ch_out, &out_sent[600..], 50).await;
     for id in ["cut-in", "cut-out"] {
         connector.wait_for_state(id, State::Healthy, TIMEOUT).await;
     }
-    produce(&kafka, &topic_in, &keyless(&in_sent[300..])).await;
-    probe.publish_records(&ch_out, &out_sent[600..], 50).await;
     in_received.extend(
         collect_until_complete(&in_sent, &in_received, TIMEOUT, async || {
             arrivals.collect(300, Duration::from_millis(500)).await

@@ -188,7 +188,9 @@ impl TopicReader {
                     key: message.key().map(<[u8]>::to_vec),
                     value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                 }),
-                Ok(Err(e)) => panic!("reading the topic: {e}"),
+                // librdkafka reports connection trouble and reconnects by itself; a reader that
+                // never gets its records makes the test fail on the count.
+                Ok(Err(e)) => eprintln!("reading the topic: {e}"),
                 Err(_) => break,
             }
         }
