@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench;
+use crate::fuzz;
 use crate::images;
 use crate::scaffold::{self, Directions};
 
@@ -31,9 +33,20 @@ verbs:
   new-connector NAME --direction ingress|egress|bidirectional
                              add crates/kps-connector-NAME (a crate that builds and passes the
                              contract suite; the source and sink bodies are left to write)
+  bench [--quick] [--only NAME,...]
+                             the throughput harness: the connectors (mqtt, amqp, mysql, kafka,
+                             rtsp) and the harness built in release, their services up, then
+                             records/s, MB/s, latency at 1,000 records/s, CPU and memory of each
+                             connector beside its raw client library and async-nats, written to
+                             target/bench/throughput.{md,json}; --quick moves ten times fewer
+                             records (a smoke run); --only picks connectors
   demo [--duration SECONDS]  NATS and Mosquitto up, the MQTT connector started, two streams
                              declared, sensor readings flowing MQTT -> NATS -> MQTT with a live
                              rate, until Ctrl-C or the duration; stops everything it started
+  fuzz [--seconds N] [--target NAME]...
+                             the cargo-fuzz targets of fuzz/ (installs cargo-fuzz when missing),
+                             each for N seconds (default 20) over its kept corpus
+                             fuzz/corpus/<target>/; fails naming the input of any crash
   help                       this text
 
 services: nats (4222, with JetStream), mosquitto (1883), rabbitmq (5672, guest/guest),
@@ -62,11 +75,15 @@ pub enum Command {
     },
     /// `build-images ...`.
     BuildImages(images::Options),
+    /// `bench [--quick] [--only NAME,...]`.
+    Bench(bench::Options),
     /// `demo [--duration SECONDS]`.
     Demo {
         /// Stop after this many seconds (default: until Ctrl-C).
         duration: Option<u64>,
     },
+    /// `fuzz [--seconds N] [--target NAME]...`.
+    Fuzz(fuzz::Options),
     /// `new-connector NAME --direction D`.
     NewConnector {
         /// The connector's name.
@@ -124,6 +141,29 @@ pub fn parse(args: &[String]) -> Result<Command> {
             }
             _ => bail!("usage: cargo xtask demo [--duration SECONDS]"),
         },
+        Some("bench") => {
+            let mut options = bench::Options::default();
+            while let Some(arg) = args.next() {
+                match arg {
+                    "--quick" => options.quick = true,
+                    "--only" => {
+                        let names = args
+                            .next()
+                            .filter(|v| !v.starts_with("--"))
+                            .context("`--only` needs connector names, e.g. `--only mqtt,amqp`")?;
+                        options.only.extend(
+                            names
+                                .split(',')
+                                .filter(|name| !name.is_empty())
+                                .map(str::to_owned),
+                        );
+                    }
+                    other => bail!("unknown option `{other}` for `bench`: see `cargo xtask help`"),
+                }
+            }
+            bench::check_names(&options.only)?;
+            Ok(Command::Bench(options))
+        }
         Some("deploy") => match args.next() {
             None => Ok(Command::Deploy { check: false }),
             Some("--check") => match args.next() {
@@ -153,6 +193,30 @@ pub fn parse(args: &[String]) -> Result<Command> {
                 }
             }
             Ok(Command::BuildImages(options))
+        }
+        Some("fuzz") => {
+            let mut options = fuzz::Options::default();
+            while let Some(arg) = args.next() {
+                let value = args
+                    .next()
+                    .filter(|v| !v.starts_with("--"))
+                    .with_context(|| format!("`{arg}` needs a value"));
+                match arg {
+                    "--seconds" => {
+                        let text = value?;
+                        let seconds: u64 = text.parse().with_context(|| {
+                            format!("--seconds takes whole seconds (got `{text}`)")
+                        })?;
+                        if seconds == 0 {
+                            bail!("--seconds must be at least 1");
+                        }
+                        options.seconds = Some(seconds);
+                    }
+                    "--target" => options.targets.push(value?.to_owned()),
+                    other => bail!("unknown option `{other}` for `fuzz`: see `cargo xtask help`"),
+                }
+            }
+            Ok(Command::Fuzz(options))
         }
         Some("new-connector") => {
             let mut name = None;
@@ -248,6 +312,27 @@ mod tests {
     }
 
     #[test]
+    fn bench_takes_quick_and_only() {
+        assert_eq!(
+            parse_str("bench").unwrap(),
+            Command::Bench(bench::Options::default())
+        );
+        assert_eq!(
+            parse_str("bench --quick --only mqtt,amqp --only kafka").unwrap(),
+            Command::Bench(bench::Options {
+                quick: true,
+                only: vec!["mqtt".into(), "amqp".into(), "kafka".into()],
+            })
+        );
+        let err = parse_str("bench --only").unwrap_err().to_string();
+        assert!(err.contains("`--only` needs connector names"), "{err}");
+        let err = parse_str("bench --only file").unwrap_err().to_string();
+        assert!(err.contains("unknown connector `file`"), "{err}");
+        let err = parse_str("bench --fast").unwrap_err().to_string();
+        assert!(err.contains("`--fast`"), "{err}");
+    }
+
+    #[test]
     fn deploy_takes_check() {
         assert_eq!(
             parse_str("deploy").unwrap(),
@@ -288,6 +373,33 @@ mod tests {
         assert!(err.contains("`--connector` needs a value"), "{err}");
         let err = parse_str("build-images --fast").unwrap_err().to_string();
         assert!(err.contains("`--fast`"), "{err}");
+    }
+
+    #[test]
+    fn fuzz_options() {
+        assert_eq!(
+            parse_str("fuzz").unwrap(),
+            Command::Fuzz(fuzz::Options::default())
+        );
+        assert_eq!(
+            parse_str("fuzz --seconds 60 --target params_file --target params_mqtt").unwrap(),
+            Command::Fuzz(fuzz::Options {
+                seconds: Some(60),
+                targets: vec!["params_file".into(), "params_mqtt".into()],
+            })
+        );
+        for (line, needle) in [
+            ("fuzz --seconds", "`--seconds` needs a value"),
+            ("fuzz --seconds --target x", "`--seconds` needs a value"),
+            ("fuzz --seconds ten", "whole seconds (got `ten`)"),
+            ("fuzz --seconds 0", "at least 1"),
+            ("fuzz --target", "`--target` needs a value"),
+            ("fuzz --jobs 2", "unknown option `--jobs`"),
+            ("fuzz params_file", "unknown option `params_file`"),
+        ] {
+            let err = parse_str(line).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
     }
 
     #[test]
@@ -341,6 +453,7 @@ mod tests {
             "build-images",
             "new-connector",
             "demo [--duration SECONDS]",
+            "fuzz [--seconds N] [--target NAME]",
             "help",
         ] {
             assert!(HELP.contains(verb), "help misses {verb}");

@@ -5,10 +5,12 @@
 //! parsed by hand in [`cli`].
 
 mod apt;
+mod bench;
 mod cli;
 mod connectors;
 mod demo;
 mod deploy;
+mod fuzz;
 mod host;
 mod images;
 mod json;
@@ -58,9 +60,11 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Command::Test => test::run(&ctx),
+        Command::Bench(options) => bench::run(&ctx, &options),
         Command::Demo { duration } => demo::run(&ctx, duration),
         Command::Deploy { check } => deploy::run(&ctx.paths, check),
         Command::BuildImages(options) => images::run(&ctx, &options),
+        Command::Fuzz(options) => fuzz::run(&ctx, &options),
         Command::NewConnector { name, directions } => {
             scaffold::run(&ctx.paths.root, &name, directions)
         }

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use kps_connector_core::{ConnectorError, ConnectorResult, Secret};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::{AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties};
 
@@ -56,6 +57,11 @@ impl BrokerAddress {
         })
     }
 
+    /// Whether the URL is `amqps://`.
+    pub fn is_tls(&self) -> bool {
+        self.uri.scheme == AMQPScheme::AMQPS
+    }
+
     /// The URI to connect with `username` / `password` (or the broker's default account).
     fn with_credentials(&self, credentials: Option<(&str, &Secret)>) -> AMQPUri {
         let mut uri = self.uri.clone();
@@ -90,10 +96,55 @@ pub async fn connect(
     };
     let uri = address.with_credentials(credentials);
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connection = Connection::connect_uri(uri, properties)
+    let tls = tls_config(params).await?;
+    let runtime = lapin::runtime::default_runtime()
+        .map_err(|e| ConnectorError::fatal(format!("no async runtime for lapin: {e}")))?;
+    let connection = Connection::connect_uri_with_config(uri, properties, tls, runtime)
         .await
         .map_err(|e| retryable(format!("cannot connect to {address}"), &e))?;
     Ok((connection, address))
+}
+
+/// The TLS settings of `params`, read now (so renewed certificates are picked up at the next
+/// connect): `ca_file` trusted besides the system's roots, `cert_file` and `key_file` presented.
+async fn tls_config(params: &AmqpParams) -> ConnectorResult<OwnedTLSConfig> {
+    let cert_chain = match &params.ca_file {
+        Some(path) => Some(read_pem("ca_file", path, "CERTIFICATE-----").await?),
+        None => None,
+    };
+    let identity = match (&params.cert_file, &params.key_file) {
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+            pem: read_pem("cert_file", cert, "CERTIFICATE-----")
+                .await?
+                .into_bytes(),
+            key: read_pem("key_file", key, "PRIVATE KEY-----")
+                .await?
+                .into_bytes(),
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
+
+/// Reads the PEM file `path` of parameter `field`, which must hold a `-----BEGIN ...{marker}`
+/// block. Errors name the field and the file, never the content.
+async fn read_pem(field: &str, path: &str, marker: &str) -> ConnectorResult<String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| ConnectorError::invalid(field, format!("cannot read {path}: {e}")))?;
+    let holds = text
+        .lines()
+        .any(|line| line.starts_with("-----BEGIN ") && line.ends_with(marker));
+    if !holds {
+        return Err(ConnectorError::invalid(
+            field,
+            format!("{path} holds no PEM {}", marker.trim_end_matches('-')),
+        ));
+    }
+    Ok(text)
 }
 
 /// A retryable error: `what` (lowercase, no secret) and lapin's reason.

@@ -32,6 +32,17 @@ pub struct AmqpParams {
     /// An environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// `amqps://` only: a PEM file of the CA certificates that signed the broker's certificate,
+    /// trusted besides the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// `amqps://` only: a PEM client certificate (chain) for a broker that requires one
+    /// (mutual TLS); needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// `amqps://` only: the PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[serde(default)]
+    pub key_file: Option<String>,
 
     /// Ingress: the queue to consume (required).
     #[serde(default)]
@@ -146,8 +157,9 @@ impl AmqpParams {
 
     /// Checks what the type cannot express, for a stream in `direction`.
     pub fn validate(&self, direction: Direction) -> ConnectorResult<()> {
-        crate::connection::BrokerAddress::parse(&self.url)?;
+        let address = crate::connection::BrokerAddress::parse(&self.url)?;
         self.validate_credentials()?;
+        self.validate_tls(address.is_tls())?;
         match direction {
             Direction::Ingress => self.validate_ingress(),
             Direction::Egress => self.validate_egress(),
@@ -168,6 +180,33 @@ impl AmqpParams {
             (None, true) => Err(ConnectorError::invalid(
                 "username",
                 "required with password_file or password_env",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_tls(&self, tls: bool) -> ConnectorResult<()> {
+        for (field, value) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            match value.as_deref() {
+                Some("") => return Err(ConnectorError::invalid(field, "must not be empty")),
+                Some(_) if !tls => {
+                    return Err(ConnectorError::invalid(field, "only for amqps:// urls"));
+                }
+                _ => {}
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(ConnectorError::invalid(
+                "key_file",
+                "required with cert_file",
+            )),
+            (None, Some(_)) => Err(ConnectorError::invalid(
+                "cert_file",
+                "required with key_file",
             )),
             _ => Ok(()),
         }
@@ -322,6 +361,50 @@ mod tests {
                    "username": "app", "password_env": "AMQP_PASSWORD"}),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn tls_files_need_amqps_and_come_in_pairs() {
+        let tls = "amqps://127.0.0.1:5671/%2f";
+        check(
+            Direction::Ingress,
+            json!({"url": tls, "queue": "q", "ca_file": "/ca.pem",
+                   "cert_file": "/c.pem", "key_file": "/c.key"}),
+        )
+        .unwrap();
+        check(
+            Direction::Egress,
+            json!({"url": tls, "exchange": "x", "ca_file": "/ca.pem"}),
+        )
+        .unwrap();
+        assert_eq!(
+            field_of(check(
+                Direction::Ingress,
+                json!({"url": URL, "queue": "q", "ca_file": "/ca.pem"})
+            )),
+            "ca_file"
+        );
+        assert_eq!(
+            field_of(check(
+                Direction::Ingress,
+                json!({"url": tls, "queue": "q", "cert_file": "/c.pem"})
+            )),
+            "key_file"
+        );
+        assert_eq!(
+            field_of(check(
+                Direction::Ingress,
+                json!({"url": tls, "queue": "q", "key_file": "/c.key"})
+            )),
+            "cert_file"
+        );
+        assert_eq!(
+            field_of(check(
+                Direction::Ingress,
+                json!({"url": tls, "queue": "q", "ca_file": ""})
+            )),
+            "ca_file"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::{AMQP_ADDR, Rabbit, amqp_url, assert_all_in_order, has_status, records};
 use kps_connector_amqp::AmqpConnector;
-use kps_connector_core::proto;
 use kps_connector_core::testkit::{
     ConnectorProcess, DeliveryReport, FaultProxy, NatsProbe, StreamDecl, TestConnector,
     collect_until_complete, unique_name,

@@ -38,9 +38,31 @@ pub struct Global {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// Talk TLS to the connector, trusting this PEM CA (a bare `host:port` then means
+    /// `https://host:port`).
+    #[arg(long, global = true, env = "KPS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Present this PEM client certificate to a connector that requires one (mutual TLS);
+    /// needs --tls-key and --tls-ca.
+    #[arg(long, global = true, env = "KPS_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "KPS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl Global {
+    /// The TLS files of the connection flags.
+    pub fn tls(&self) -> crate::connection::TlsFiles {
+        crate::connection::TlsFiles {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        }
+    }
 }
 
 /// The verbs.

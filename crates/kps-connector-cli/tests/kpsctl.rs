@@ -440,3 +440,67 @@ mod broken {
         addr
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_over_mutual_tls_with_the_tls_flags() {
+    use kps_connector_core::testkit::{TestCertificates, nats_url};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCertificates::generate(dir.path());
+    let mut options = kps_connector_core::RuntimeOptions::for_tests(
+        &unique_name("kpsctl-tls"),
+        &nats_url(),
+        dir.path().join("state"),
+    );
+    options.tls_cert = Some(certs.server_cert.clone());
+    options.tls_key = Some(certs.server_key.clone());
+    options.tls_client_ca = Some(certs.ca.clone());
+    let id = options.connector_id.clone();
+    let running = kps_connector_core::start(FileConnector, options, None)
+        .await
+        .unwrap();
+    let address = running.grpc_addr().to_string();
+    let (ca, cert, key) = (
+        certs.ca.display().to_string(),
+        certs.client_cert.display().to_string(),
+        certs.client_key.display().to_string(),
+    );
+
+    let out = tokio::task::block_in_place(|| {
+        kpsctl_at(
+            &address,
+            &id,
+            &[
+                "--tls-ca",
+                &ca,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--json",
+                "streams",
+            ],
+            None,
+        )
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(listed.is_array(), "{listed}");
+
+    // Without the client certificate the connector refuses the handshake; without TLS the
+    // plaintext connection fails: both are clear errors with exit status 1.
+    for args in [&["--tls-ca", ca.as_str(), "streams"][..], &["streams"][..]] {
+        let out = tokio::task::block_in_place(|| kpsctl_at(&address, &id, args, None));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains(&address),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = tokio::task::block_in_place(|| {
+        kpsctl_at(&address, &id, &["--tls-cert", &cert, "streams"], None)
+    });
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--tls-key"), "{}", stderr(&out));
+    running.shutdown().await;
+}

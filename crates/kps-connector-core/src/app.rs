@@ -16,12 +16,14 @@ use crate::class::{ConnectorClass, kubernetes_manifests};
 use crate::config::DynamicConfig;
 use crate::connector::Connector;
 use crate::events::EventRegistry;
-use crate::grpc::{self, ConnectorGrpc, LogControl};
+use crate::grpc::{ConnectorGrpc, GrpcServer, LogControl};
 use crate::metrics::Metrics;
 use crate::options::{LogFormat, PrintOptions, RuntimeOptions, TransportKind};
+use crate::params::Secret;
 use crate::runtime::erased::Erased;
 use crate::runtime::{BatchSettings, StreamDeps, Supervisor};
 use crate::state::{FileStateBackend, StateBackend};
+use crate::tls::{ClientTls, ServerTls, TlsError};
 use crate::transport::Transport;
 use crate::transport::jetstream::{JetStreamTransport, LazyStateBackend};
 use crate::transport::nats::{NatsOptions, NatsTransport};
@@ -42,6 +44,25 @@ pub enum StartError {
     /// The transport could not be set up (a malformed URL; an unreachable server is retried).
     #[error("{0}")]
     Transport(#[from] crate::transport::TransportError),
+    /// A TLS option is incomplete, or names a file that is missing or malformed.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// The NATS password file could not be read.
+    #[error("--nats-password-file {path}: cannot read: {source}")]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `--nats-user` without `--nats-password-file`, or the reverse.
+    #[error("{given} needs {missing}")]
+    Incomplete {
+        /// The option given.
+        given: &'static str,
+        /// The option missing.
+        missing: &'static str,
+    },
 }
 
 /// A connector running in this process.
@@ -94,6 +115,20 @@ pub async fn start<C: Connector>(
     options: RuntimeOptions,
     log_control: Option<LogControl>,
 ) -> Result<RunningConnector, StartError> {
+    let grpc_server = GrpcServer::new(
+        ServerTls::from_files(
+            options.tls_cert.as_deref(),
+            options.tls_key.as_deref(),
+            options.tls_client_ca.as_deref(),
+        )?
+        .as_ref(),
+    )?;
+    let nats_tls = ClientTls::from_files(
+        options.nats_tls_ca.as_deref(),
+        options.nats_tls_cert.as_deref(),
+        options.nats_tls_key.as_deref(),
+    )?;
+    let credentials = nats_credentials(&options).await?;
     let events = EventRegistry::new();
     let metrics = Metrics::new();
     let nats = NatsTransport::connect(
@@ -104,6 +139,8 @@ pub async fn start<C: Connector>(
                 .clone()
                 .unwrap_or_else(|| options.connector_id.clone()),
             confirm_timeout: Duration::from_secs(5),
+            tls: nats_tls,
+            credentials,
         },
         events.clone(),
     )
@@ -158,7 +195,7 @@ pub async fn start<C: Connector>(
     let grpc_server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            if let Err(e) = grpc::serve(grpc_listener, service, shutdown).await {
+            if let Err(e) = grpc_server.serve(grpc_listener, service, shutdown).await {
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         }
@@ -189,6 +226,33 @@ pub async fn start<C: Connector>(
         nats,
         servers: vec![grpc_server, http_server],
     })
+}
+
+/// `--nats-user` and the password of `--nats-password-file`, read now.
+async fn nats_credentials(
+    options: &RuntimeOptions,
+) -> Result<Option<(String, Secret)>, StartError> {
+    match (&options.nats_user, &options.nats_password_file) {
+        (None, None) => Ok(None),
+        (Some(user), Some(path)) => {
+            let text = tokio::fs::read_to_string(path).await.map_err(|source| {
+                StartError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let password = Secret::new(text.trim_end_matches(['\r', '\n']));
+            Ok(Some((user.clone(), password)))
+        }
+        (Some(_), None) => Err(StartError::Incomplete {
+            given: "--nats-user",
+            missing: "--nats-password-file",
+        }),
+        (None, Some(_)) => Err(StartError::Incomplete {
+            given: "--nats-password-file",
+            missing: "--nats-user",
+        }),
+    }
 }
 
 /// The whole `main` of a connector binary: parses the common options (flags and environment),

@@ -77,7 +77,8 @@ impl StreamContext {
     /// Raises an alert about this stream (state UNHEALTHY for warnings and critical alerts).
     /// Raise alerts when a condition starts, not per record. A warning or critical alert on a
     /// HEALTHY stream also turns its status UNHEALTHY (a client library that reconnects by
-    /// itself keeps the stream running, but the platform must see that it is not moving).
+    /// itself keeps the stream running, but the platform must see that it is not moving),
+    /// except the per-record alerts of [`crate::events::alert_ids::is_per_record`].
     pub fn alert(&self, id: &str, severity: Severity, message: impl Into<String>) {
         let message = message.into();
         let state = match severity {
@@ -87,6 +88,7 @@ impl StreamContext {
         self.events
             .alert(id, &self.stream_id, severity, state, message.clone());
         if state == State::Unhealthy
+            && !crate::events::alert_ids::is_per_record(id)
             && self.events.stream_state(&self.stream_id) == Some(State::Healthy)
         {
             self.events
@@ -180,11 +182,23 @@ mod tests {
     }
 
     #[test]
-    fn an_info_alert_leaves_the_status_alone() {
+    fn info_and_per_record_alerts_leave_the_status_alone() {
         let events = EventRegistry::new();
         let ctx = context(&events);
         events.status("s", State::Healthy, "open");
         ctx.alert("note", Severity::Info, "fyi");
+        ctx.alert(
+            crate::events::alert_ids::UNDECODABLE_INPUT,
+            Severity::Warning,
+            "not a TransportMessage",
+        );
         assert_eq!(events.stream_state("s"), Some(State::Healthy));
+        ctx.alert("connection", Severity::Warning, "broker unreachable");
+        ctx.resolve_alert("connection", "broker reachable");
+        assert_eq!(
+            events.stream_state("s"),
+            Some(State::Healthy),
+            "an open per-record alert does not keep the stream unhealthy"
+        );
     }
 }

@@ -80,6 +80,12 @@ pub mod alert_ids {
     pub const DISCOVERY: &str = "discovery";
     /// The stream failed for good.
     pub const FAILED: &str = "failed";
+
+    /// Whether alert `id` is about single records or messages (skipped or dead-lettered while the
+    /// stream keeps moving) rather than about the stream: such alerts leave its status alone.
+    pub fn is_per_record(id: &str) -> bool {
+        id == UNDECODABLE_INPUT || id == RECORD_REJECTED
+    }
 }
 
 type Key = (String, String);
@@ -177,11 +183,13 @@ impl EventRegistry {
             .map(|e| e.state)
     }
 
-    /// Whether a warning or critical alert about `stream_id` is in place (not resolved).
+    /// Whether a warning or critical alert about `stream_id` itself (not a per-record one, see
+    /// [`alert_ids::is_per_record`]) is in place, not resolved.
     pub fn has_open_alerts(&self, stream_id: &str) -> bool {
         let map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         map.values().any(|e| {
             e.stream_id == stream_id
+                && !alert_ids::is_per_record(&e.id)
                 && matches!(
                     e.kind,
                     EventKind::Alert(Severity::Warning | Severity::Critical)

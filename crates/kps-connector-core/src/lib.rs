@@ -17,6 +17,8 @@ pub mod connector;
 pub mod context;
 pub mod error;
 pub mod events;
+#[cfg(feature = "testkit")]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -26,6 +28,7 @@ pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod tls;
 pub mod transport;
 
 #[cfg(feature = "testkit")]

@@ -67,6 +67,30 @@ pub struct RuntimeOptions {
     /// How long a stopping stream may drain in-flight records, in seconds.
     #[arg(long, env = "CONNECTOR_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "CONNECTOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CONNECTOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: require gRPC clients to present a certificate signed by this PEM CA.
+    #[arg(long, env = "CONNECTOR_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Connect to NATS over TLS, trusting this PEM CA instead of the system's roots.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Connect to NATS over TLS with this PEM client certificate (needs --nats-tls-key).
+    #[arg(long, env = "NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --nats-tls-cert.
+    #[arg(long, env = "NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// The NATS user name (needs --nats-password-file).
+    #[arg(long, env = "NATS_USER", requires = "nats_password_file")]
+    pub nats_user: Option<String>,
+    /// A file holding the NATS password (trailing newline ignored), read at startup.
+    #[arg(long, env = "NATS_PASSWORD_FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
     /// Packaging: print a document and exit instead of running (hidden flags).
     #[command(flatten)]
     pub print: PrintOptions,
@@ -120,6 +144,14 @@ impl RuntimeOptions {
             max_batch_records: 256,
             max_batch_bytes: 900 * 1024,
             drain_timeout_secs: 10,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_user: None,
+            nats_password_file: None,
             print: PrintOptions::default(),
         }
     }
@@ -162,6 +194,49 @@ mod tests {
             RuntimeOptions::from_arg_matches(&matches(&["--connector-id", "c1"]).unwrap()).unwrap();
         assert_eq!(options.connector_id, "c1");
         assert!(!options.print.requested());
+    }
+
+    #[test]
+    fn tls_options_come_in_pairs_named_by_their_flags() {
+        for (args, missing) in [
+            (&["--tls-cert", "c.pem"][..], "--tls-key"),
+            (&["--tls-key", "k.pem"][..], "--tls-cert"),
+            (&["--tls-client-ca", "ca.pem"][..], "--tls-cert"),
+            (&["--nats-tls-cert", "c.pem"][..], "--nats-tls-key"),
+            (&["--nats-user", "u"][..], "--nats-password-file"),
+        ] {
+            let args: Vec<&str> = ["--connector-id", "c1"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect();
+            let err = matches(&args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{args:?}"
+            );
+            assert!(err.to_string().contains(missing), "{args:?}: {err}");
+        }
+        let options = RuntimeOptions::from_arg_matches(
+            &matches(&[
+                "--connector-id",
+                "c1",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-client-ca",
+                "ca.pem",
+                "--nats-tls-ca",
+                "nca.pem",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(options.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(options.tls_client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(options.nats_tls_ca, Some(PathBuf::from("nca.pem")));
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub fn parse_params<T: DeserializeOwned>(
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let field = if path == "." {
+        // A missing or unknown top-level field has the path `.` (or "" for the key `""`):
+        // then only the message names it.
+        let field = if path == "." || path.is_empty() {
             field_from_message(&inner).unwrap_or_else(|| "metadata".to_owned())
         } else {
             path
@@ -27,11 +29,12 @@ pub fn parse_params<T: DeserializeOwned>(
     })
 }
 
-/// serde names a missing or unknown field only in its message ("missing field `url`").
+/// serde names a missing or unknown field only in its message ("missing field `url`"). An
+/// unknown field with an empty name (the key `""`) names nothing: the caller names `metadata`.
 fn field_from_message(message: &str) -> Option<String> {
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_owned())
+    Some(message[start..start + len].to_owned()).filter(|field| !field.is_empty())
 }
 
 /// A secret value (a password, a key). `Debug` and `Display` print `***`; it is never serialized.
@@ -152,6 +155,12 @@ mod tests {
         assert_eq!(
             field_of(parse_params::<P>(&obj(json!({"url": "x", "bogus": 1}))).unwrap_err()),
             "bogus"
+        );
+        // Found by the params fuzz targets: an empty key used to give the field name "".
+        let empty_key = parse_params::<P>(&obj(json!({"url": "x", "": 1}))).unwrap_err();
+        assert_eq!(
+            empty_key.to_string(),
+            "invalid parameter `metadata`: unknown field ``, expected `url` or `qos`"
         );
     }
 

@@ -435,6 +435,8 @@ async fn jetstream_state_survives_a_new_backend() {
         url: kps_connector_core::testkit::nats_url(),
         name: "state-test".into(),
         confirm_timeout: Duration::from_secs(5),
+        tls: None,
+        credentials: None,
     };
     let nats = NatsTransport::connect(&options, EventRegistry::new())
         .await

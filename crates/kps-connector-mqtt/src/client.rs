@@ -27,13 +27,22 @@ const CONNECT_TIMEOUT_SECS: u64 = 10;
 /// How often the client pings an idle broker; a lost broker is noticed within twice this.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
-/// The client settings for one stream.
-#[derive(Debug)]
+/// The client settings for one stream. Its `Debug` leaves the rumqttc options out: theirs
+/// prints the password.
 pub struct ClientSettings {
     /// The broker.
     pub broker: BrokerUrl,
     /// The rumqttc options.
     pub options: MqttOptions,
+}
+
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("broker", &self.broker)
+            .field("client_id", &self.options.client_id())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds the MQTT options of a stream: reads the password and the CA file now, so a rotated
@@ -221,6 +230,20 @@ fn lowercase_first(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_debug_of_client_settings_holds_no_password() {
+        let mut options = MqttOptions::new("kps-c1-s1", "127.0.0.1", 1883);
+        options.set_credentials("app", "planted-secret-4711");
+        assert!(format!("{options:?}").contains("planted-secret-4711"));
+        let settings = ClientSettings {
+            broker: crate::params::parse_url("mqtt://127.0.0.1:1883").unwrap(),
+            options,
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("planted-secret-4711"), "{shown}");
+        assert!(shown.contains("kps-c1-s1"), "{shown}");
+    }
 
     #[test]
     fn client_ids_are_short_stable_and_distinct() {

@@ -20,7 +20,9 @@ pub use nats::{publish, tail};
 /// Runs the verb of `cli`.
 pub async fn run(cli: Cli) -> CliResult<ExitCode> {
     let global = cli.global;
-    let connect = || Connection::connect(&global.connector, global.connector_id.as_deref());
+    let tls = global.tls();
+    let connect =
+        || Connection::connect_with(&global.connector, global.connector_id.as_deref(), &tls);
     match cli.command {
         Command::Streams => streams::list(&mut connect().await?, global.json).await?,
         Command::Apply { files } => {
@@ -46,6 +48,12 @@ pub async fn run(cli: Cli) -> CliResult<ExitCode> {
         } => tail(&global.nats_url, &subject, format, count, seconds).await?,
         Command::Publish(args) => publish(&global.nats_url, &args, global.json).await?,
         Command::Conformance(args) => {
+            if tls.enabled() {
+                return Err(crate::CliError::Input(
+                    "conformance runs the contract suite over plaintext gRPC only; drop --tls-ca"
+                        .to_owned(),
+                ));
+            }
             return conformance(&mut connect().await?, &args, global.json).await;
         }
         Command::Completions { shell } => {

@@ -4,7 +4,7 @@
 //! gRPC errors whose code matches the ResponseCode and whose message names the field or stream.
 
 pub mod convert;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use crate::events::{Severity, State, alert_ids};
 use crate::proto::connector_service_server::{ConnectorService, ConnectorServiceServer};
 use crate::proto::{self, PayloadKind, ResponseCode};
 use crate::runtime::Supervisor;
+use crate::tls::{ServerTls, TlsError};
 use convert::{direction_to_proto, event_to_proto, json_to_struct};
 use validate::validate_request;
 
@@ -124,6 +125,13 @@ fn discovery_failed(deps: &crate::runtime::StreamDeps, reason: String) {
     );
 }
 
+/// The status a SetPayload refused by validation returns: INVALID_ARGUMENT with the message
+/// naming the field (the fuzz targets check every refusal through this same function).
+pub(crate) fn refusal(message: String) -> Status {
+    tracing::info!(%message, "SetPayload refused");
+    Status::invalid_argument(message)
+}
+
 fn ok_status() -> Option<proto::ResponseStatus> {
     Some(proto::ResponseStatus {
         code: ResponseCode::Ok as i32,
@@ -178,10 +186,7 @@ impl ConnectorService for ConnectorGrpc {
         let _guard = self.apply_lock.lock().await;
         let deps = self.supervisor.deps();
         let valid = validate_request(deps.connector.as_ref(), &deps.config, &request.payloads)
-            .map_err(|message| {
-                tracing::info!(%message, "SetPayload refused");
-                Status::invalid_argument(message)
-            })?;
+            .map_err(refusal)?;
         if let Some(config) = valid.config {
             if let (Some(control), Some(level)) = (
                 &self.log_control,
@@ -224,36 +229,99 @@ impl ConnectorService for ConnectorGrpc {
     }
 }
 
-/// Serves the contract, gRPC health and reflection on `listener` until `shutdown` fires.
-pub async fn serve(
-    listener: TcpListener,
-    service: ConnectorGrpc,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ConnectorServiceServer<ConnectorGrpc>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1();
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "gRPC server listening");
-    let mut builder = tonic::transport::Server::builder();
-    let router = builder
-        .add_service(health_service)
-        .add_service(ConnectorServiceServer::new(service));
-    let router = match reflection {
-        Ok(reflection) => router.add_service(reflection),
-        Err(e) => {
-            tracing::warn!(error = %e, "gRPC reflection unavailable");
-            router
+/// The gRPC server, its TLS (if any) set up before it serves: a certificate and a key that do
+/// not belong together are a startup error, not a failed handshake later.
+pub struct GrpcServer {
+    server: tonic::transport::Server,
+    tls: &'static str,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcServer {
+    /// A plaintext server, or with `tls` a TLS one (mutual TLS when `tls` has a client CA).
+    pub fn new(tls: Option<&ServerTls>) -> Result<Self, TlsError> {
+        let server = tonic::transport::Server::builder();
+        let Some(tls) = tls else {
+            return Ok(Self { server, tls: "off" });
+        };
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(tls.cert.pem(), tls.key.pem()),
+        );
+        let mut files = format!(
+            "--tls-cert {}, --tls-key {}",
+            tls.cert.path().display(),
+            tls.key.path().display()
+        );
+        if let Some(ca) = &tls.client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca.pem()));
+            files.push_str(&format!(", --tls-client-ca {}", ca.path().display()));
         }
-    };
-    router
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await
+        let server = server.tls_config(config).map_err(|e| TlsError::Unusable {
+            files,
+            reason: error_chain(&e),
+        })?;
+        let mode = if tls.client_ca.is_some() {
+            "mutual TLS"
+        } else {
+            "TLS"
+        };
+        Ok(Self { server, tls: mode })
+    }
+
+    /// Serves the contract, gRPC health and reflection on `listener` until `shutdown` fires.
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        service: ConnectorGrpc,
+        shutdown: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<ConnectorServiceServer<ConnectorGrpc>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .build_v1();
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        tracing::info!(?addr, tls = self.tls, "gRPC server listening");
+        let router = self
+            .server
+            .add_service(health_service)
+            .add_service(ConnectorServiceServer::new(service));
+        let router = match reflection {
+            Ok(reflection) => router.add_service(reflection),
+            Err(e) => {
+                tracing::warn!(error = %e, "gRPC reflection unavailable");
+                router
+            }
+        };
+        router
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -118,3 +118,66 @@ fn validate_stream(
         params,
     })
 }
+
+/// The body of the `set_payload_validation` fuzz target (through
+/// [`crate::fuzzing::set_payload_validation`]): `data` decoded as a SetPayloadRequest, its payloads
+/// validated exactly as SetPayload validates them. Panics only when an invariant breaks: a refusal
+/// is INVALID_ARGUMENT with a message naming the payload or the config; an accepted request holds
+/// unique non-empty stream ids, each in a direction the connector supports, on a valid channel.
+#[cfg(feature = "testkit")]
+pub(crate) fn fuzz_request(connector: &dyn ErasedConnector, config: &DynamicConfig, data: &[u8]) {
+    use prost::Message;
+
+    let Ok(request) = proto::SetPayloadRequest::decode(data) else {
+        return;
+    };
+    let payloads = &request.payloads;
+    let valid = match validate_request(connector, config, payloads).map_err(super::refusal) {
+        Ok(valid) => valid,
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            let message = status.message();
+            assert!(
+                message.starts_with("payloads[") || message.starts_with("config: "),
+                "a refusal names the payload or the config: {message:?}"
+            );
+            return;
+        }
+    };
+    let stream_payloads = payloads
+        .iter()
+        .filter(|p| matches!(p.object, Some(proto::payload::Object::Stream(_))))
+        .count();
+    let config_payloads = payloads.len() - stream_payloads;
+    assert_eq!(valid.config.is_some(), config_payloads > 0);
+    if let Some(merged) = &valid.config {
+        assert!(
+            validate_core_keys(merged).is_ok(),
+            "accepted config {merged:?}"
+        );
+    }
+    assert_eq!(
+        valid.streams.is_some(),
+        stream_payloads > 0 || payloads.is_empty()
+    );
+    let streams = valid.streams.unwrap_or_default();
+    assert_eq!(streams.len(), stream_payloads);
+    let mut ids = HashSet::new();
+    let info = connector.info();
+    for entry in &streams {
+        let spec = &entry.spec;
+        assert!(!spec.id.is_empty());
+        assert!(ids.insert(spec.id.as_str()), "duplicate id {:?}", spec.id);
+        assert!(info.supports(spec.direction));
+        assert!(
+            validate_subject(&spec.transport_channel, spec.direction == Direction::Egress).is_ok()
+        );
+    }
+}
+
+/// `metadata` after the trip a stream's metadata makes on the gRPC path (JSON to a protobuf
+/// `Struct` in the client, back to JSON here; numbers become doubles on the way).
+#[cfg(feature = "testkit")]
+pub(crate) fn through_struct(metadata: &Map<String, Value>) -> Map<String, Value> {
+    struct_to_json(Some(&super::convert::json_to_struct(metadata)))
+}

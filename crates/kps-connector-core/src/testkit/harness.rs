@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::app::{RunningConnector, start};
 use crate::connector::{Connector, Direction};
@@ -100,6 +100,26 @@ pub async fn grpc_client(
     loop {
         match ConnectorServiceClient::connect(endpoint.to_owned()).await {
             Ok(client) => return Ok(client),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Connects a gRPC client over TLS to `endpoint` (`https://127.0.0.1:port`; the host is the
+/// name checked against the server's certificate), retrying for up to 10 seconds.
+/// [`super::TestCertificates::grpc_client_tls`] makes `tls`.
+pub async fn grpc_tls_client(
+    endpoint: &str,
+    tls: ClientTlsConfig,
+) -> Result<ConnectorServiceClient<Channel>, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(ConnectorServiceClient::new(channel)),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -6,10 +6,13 @@
 //! - [`contract`]: the contract suite (every rule of the gRPC contract), over gRPC, against any
 //!   running connector in any language (`kpsctl conformance` runs it too).
 //! - [`data`]: the data suite: N records in, the same N out, in order; stop and start without loss.
-//! - [`FaultProxy`]: a loopback TCP proxy a test cuts and restores between a connector and its broker.
+//! - [`FaultProxy`]: a loopback TCP proxy a test cuts and restores between a connector and its
+//!   broker; it can terminate TLS with [`TestCertificates`] (a test CA, server and client
+//!   certificates).
 //! - [`ConnectorProcess`]: a built connector binary run as a child process, to kill, restart and
 //!   measure; [`DeliveryReport`] counts what a fault lost, duplicated or delivered late.
 
+mod certificates;
 pub mod contract;
 pub mod data;
 mod delivery;
@@ -18,9 +21,10 @@ mod harness;
 mod probe;
 mod process;
 
+pub use certificates::TestCertificates;
 pub use delivery::{DeliveryReport, collect_until_complete};
 pub use fault_proxy::FaultProxy;
-pub use harness::{EventView, StreamDecl, TestConnector, grpc_client, http_get};
+pub use harness::{EventView, StreamDecl, TestConnector, grpc_client, grpc_tls_client, http_get};
 pub use probe::{NatsProbe, RecordStream};
 pub use process::{
     ConnectorProcess, ProcessBuilder, ProcessMemory, proc_stat_cpu_seconds, proc_status_memory,

@@ -17,6 +17,8 @@ use futures::{FutureExt, StreamExt};
 
 use super::{Confirmation, Delivery, Subscription, Transport, TransportError};
 use crate::events::{EventRegistry, Severity, State, alert_ids};
+use crate::params::Secret;
+use crate::tls::ClientTls;
 
 /// The header that carries why a record was dead-lettered.
 pub const DEAD_LETTER_REASON_HEADER: &str = "Kps-Dead-Letter-Reason";
@@ -33,6 +35,10 @@ pub struct NatsOptions {
     pub name: String,
     /// How long a publish confirmation may take before the stream counts the transport as down.
     pub confirm_timeout: Duration,
+    /// TLS to the server (then required): the CA to trust and the client certificate.
+    pub tls: Option<ClientTls>,
+    /// A user name and its password.
+    pub credentials: Option<(String, Secret)>,
 }
 
 /// A core NATS connection shared by every stream of the process.
@@ -61,7 +67,21 @@ impl NatsTransport {
     ) -> Result<Self, TransportError> {
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
-        let client = async_nats::ConnectOptions::new()
+        let mut connect = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = &options.credentials {
+            connect = connect.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect.require_tls(true);
+            if let Some(ca) = &tls.ca {
+                connect = connect.add_root_certificates(ca.path().to_path_buf());
+            }
+            if let Some((cert, key)) = &tls.identity {
+                connect = connect
+                    .add_client_certificate(cert.path().to_path_buf(), key.path().to_path_buf());
+            }
+        }
+        let client = connect
             .name(&options.name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -74,7 +94,9 @@ impl NatsTransport {
             })
             .connect(options.url.as_str())
             .await
-            .map_err(|e| TransportError::Unavailable(format!("connect to {}: {e}", options.url)))?;
+            .map_err(|e| {
+                TransportError::Unavailable(format!("connect to {}: {e}", redact_url(&options.url)))
+            })?;
         let confirm_subject = Subject::from(format!("_KPS.confirm.{}", unique_token()));
         Ok(Self {
             client,
@@ -154,6 +176,29 @@ fn on_connection_event(flag: &AtomicBool, events: &EventRegistry, event: async_n
         }
         _ => {}
     }
+}
+
+/// `url` (comma-separated server URLs) with any user and password inside replaced by `***`,
+/// safe to log.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, one),
+            };
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let rest = match rest[..authority_end].rfind('@') {
+                Some(at) => format!("***{}", &rest[at..]),
+                None => rest.to_owned(),
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{rest}"),
+                None => rest,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A token unique to this process and call, for private subjects.
@@ -273,5 +318,20 @@ impl Subscription for NatsSubscription {
                 subject: "unsubscribe".to_owned(),
                 message: e.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("nats://app:s3cret@nats-1:4222,tls://tok@nats-2/x"),
+            "nats://***@nats-1:4222,tls://***@nats-2/x"
+        );
+        assert_eq!(redact_url("u:p@host:4222"), "***@host:4222");
     }
 }

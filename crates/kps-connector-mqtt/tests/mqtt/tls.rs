@@ -1,12 +1,10 @@
 //! `mqtts://` with `ca_file`: a private mosquitto with a TLS listener whose certificate a test CA
-//! (made with the `openssl` command) signed.
+//! (the testkit's `TestCertificates`) signed.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use kps_connector_core::State;
-use kps_connector_core::testkit::{NatsProbe, StreamDecl, service_unavailable, unique_name};
+use kps_connector_core::testkit::{NatsProbe, StreamDecl, TestCertificates, unique_name};
 use serde_json::json;
 
 use crate::common::{
@@ -15,98 +13,19 @@ use crate::common::{
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap_or_else(|e| service_unavailable("the openssl command", e));
-    assert!(status.success(), "openssl {args:?} failed");
-}
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, in `dir`.
-fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=kps test ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("extensions written");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtts_with_a_ca_file_moves_records_both_ways() {
-    let certs = tempfile::tempdir().expect("certificate directory");
-    make_certificates(certs.path());
-    let d = certs.path().display();
+    let dir = tempfile::tempdir().expect("certificate directory");
+    let certs = TestCertificates::generate(dir.path());
     let listener = format!(
-        "listener {{port}} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key"
+        "listener {{port}} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}",
+        certs.ca.display(),
+        certs.server_cert.display(),
+        certs.server_key.display()
     );
     let broker = PrivateBroker::start_with_listeners(&[&listener], "").await;
     let tls_url = format!("mqtts://127.0.0.1:{}", broker.extra_ports[0]);
-    let ca_file = format!("{d}/ca.pem");
+    let ca_file = certs.ca.display().to_string();
 
     let topic_in = unique_topic("tlsin");
     let topic_out = unique_topic("tlsout");

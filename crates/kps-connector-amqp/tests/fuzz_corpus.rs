@@ -1,0 +1,15 @@
+//! Replays the kept fuzz corpus of this connector's parameters (`fuzz/corpus/params_amqp/`)
+//! through the body of the `params_amqp` fuzz target, so every test run checks it without the
+//! fuzzer: parsing and validation for both directions never panic and refuse with an invalid
+//! parameter naming the field.
+
+use kps_connector_amqp::AmqpConnector;
+use kps_connector_core::fuzzing::{connector_params, corpus_dir, replay_corpus};
+
+#[test]
+fn the_kept_params_corpus_replays() {
+    let files = replay_corpus(&corpus_dir("params_amqp"), |data| {
+        connector_params(AmqpConnector, data)
+    });
+    assert!(files >= 5, "{files} files");
+}

@@ -1,0 +1,15 @@
+//! Replays the kept fuzz corpus of this connector's parameters (`fuzz/corpus/params_mqtt/`)
+//! through the body of the `params_mqtt` fuzz target, so every test run checks it without the
+//! fuzzer: parsing and validation for both directions never panic and refuse with an invalid
+//! parameter naming the field.
+
+use kps_connector_core::fuzzing::{connector_params, corpus_dir, replay_corpus};
+use kps_connector_mqtt::MqttConnector;
+
+#[test]
+fn the_kept_params_corpus_replays() {
+    let files = replay_corpus(&corpus_dir("params_mqtt"), |data| {
+        connector_params(MqttConnector, data)
+    });
+    assert!(files >= 5, "{files} files");
+}
