@@ -360,6 +360,57 @@ async fn a_cut_nats_connection_recovers_without_losing_acknowledged_records() {
 }
 
 #[tokio::test]
+async fn a_cut_with_the_in_flight_window_full_is_reported_and_recovers() {
+    // One record per message: the in-flight window between pump and acker fills during the cut,
+    // and the failed confirmation must still end the attempt (no pump stuck on a full window).
+    let nats_addr: std::net::SocketAddr = "127.0.0.1:4222".parse().unwrap();
+    let proxy = FaultProxy::start(nats_addr).await;
+    let hub = Hub::default();
+    let mut connector = TestConnector::start_with(
+        HubConnector {
+            hub: hub.clone(),
+            ..Default::default()
+        },
+        |o| {
+            o.nats_url = format!("nats://{}", proxy.addr());
+            o.max_batch_records = 1;
+        },
+    )
+    .await;
+    let (name, channel) = (unique_name("in"), unique_name("kps.rt.cutfull"));
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "in",
+            channel.as_str(),
+            json!({"name": name}),
+        )])
+        .await
+        .unwrap();
+    hub.endpoint(&name).push(records("w", 0..50));
+    let mut received = arrivals.collect(50, WAIT).await;
+    proxy.cut();
+    hub.endpoint(&name).push(records("w", 50..1_000));
+    connector
+        .wait_for_state("in", State::Unhealthy, Duration::from_secs(30))
+        .await;
+    proxy.restore();
+    connector
+        .wait_for_state("in", State::Healthy, Duration::from_secs(30))
+        .await;
+    assert_eq!(hub.endpoint(&name).wait_acked(1_000, WAIT).await, 1_000);
+    received.extend(arrivals.collect(950, WAIT).await);
+    received.extend(arrivals.drain(Duration::from_millis(300)).await);
+    let distinct: std::collections::HashSet<_> = received.iter().cloned().collect();
+    let lost = records("w", 0..1_000)
+        .into_iter()
+        .filter(|r| !distinct.contains(r))
+        .count();
+    assert_eq!(lost, 0, "acknowledged records never arrived");
+    connector.shutdown().await;
+}
+
+#[tokio::test]
 async fn jetstream_egress_survives_a_connector_restart_without_loss() {
     let hub = Hub::default();
     let mut connector = TestConnector::start_jetstream(HubConnector {

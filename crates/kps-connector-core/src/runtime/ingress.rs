@@ -66,7 +66,13 @@ pub(super) async fn run(
                     max_bytes,
                 );
                 messages = encoded.len() as u64;
-                deps.transport.publish(&channel, encoded).await?
+                // A publish can wait for the transport (its buffer full while NATS is away):
+                // give up when the acker failed, so the error is reported and the stream retried.
+                tokio::select! {
+                    biased;
+                    _ = acker_failed.cancelled() => break,
+                    published = deps.transport.publish(&channel, encoded) => published?,
+                }
             };
             let in_flight = InFlight {
                 confirmation,
@@ -75,7 +81,14 @@ pub(super) async fn run(
                 bytes,
                 messages,
             };
-            if tx.send(in_flight).await.is_err() {
+            // With the in-flight window full the send waits for the acker; if the acker fails
+            // meanwhile (a confirmation timed out) nothing will make room: stop here.
+            let sent = tokio::select! {
+                biased;
+                _ = acker_failed.cancelled() => break,
+                sent = tx.send(in_flight) => sent,
+            };
+            if sent.is_err() {
                 break;
             }
         }
