@@ -43,6 +43,9 @@ verbs:
   demo [--duration SECONDS]  NATS and Mosquitto up, the MQTT connector started, two streams
                              declared, sensor readings flowing MQTT -> NATS -> MQTT with a live
                              rate, until Ctrl-C or the duration; stops everything it started
+  deny                       cargo-deny (installed when missing): licenses, bans (duplicate versions
+                             warn) and sources; advisories too when the RustSec database can be
+                             fetched (skipped, saying so, where github.com is out of reach)
   fuzz [--seconds N] [--target NAME]...
                              the cargo-fuzz targets of fuzz/ (installs cargo-fuzz when missing),
                              each for N seconds (default 20) over its kept corpus
@@ -82,6 +85,8 @@ pub enum Command {
         /// Stop after this many seconds (default: until Ctrl-C).
         duration: Option<u64>,
     },
+    /// `deny`.
+    Deny,
     /// `fuzz [--seconds N] [--target NAME]...`.
     Fuzz(fuzz::Options),
     /// `new-connector NAME --direction D`.
@@ -128,6 +133,10 @@ pub fn parse(args: &[String]) -> Result<Command> {
         Some("test") => match args.next() {
             None => Ok(Command::Test),
             Some(extra) => bail!("`cargo xtask test` takes no arguments (got `{extra}`)"),
+        },
+        Some("deny") => match args.next() {
+            None => Ok(Command::Deny),
+            Some(extra) => bail!("`cargo xtask deny` takes no arguments (got `{extra}`)"),
         },
         Some("demo") => match (args.next(), args.next(), args.next()) {
             (None, _, _) => Ok(Command::Demo { duration: None }),
@@ -285,6 +294,13 @@ mod tests {
                 names: vec![]
             }
         );
+    }
+
+    #[test]
+    fn deny_takes_no_arguments() {
+        assert_eq!(parse_str("deny").unwrap(), Command::Deny);
+        let err = parse_str("deny --all").unwrap_err().to_string();
+        assert!(err.contains("`--all`"), "{err}");
     }
 
     #[test]

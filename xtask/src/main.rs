@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod connectors;
 mod demo;
+mod deny;
 mod deploy;
 mod fuzz;
 mod host;
@@ -64,6 +65,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         Command::Demo { duration } => demo::run(&ctx, duration),
         Command::Deploy { check } => deploy::run(&ctx.paths, check),
         Command::BuildImages(options) => images::run(&ctx, &options),
+        Command::Deny => deny::run(&ctx),
         Command::Fuzz(options) => fuzz::run(&ctx, &options),
         Command::NewConnector { name, directions } => {
             scaffold::run(&ctx.paths.root, &name, directions)

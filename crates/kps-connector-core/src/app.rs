@@ -287,6 +287,7 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
     };
     let log_control = init_tracing(options.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(options.worker_threads))
         .enable_all()
         .build()
     {
