@@ -274,6 +274,15 @@ impl Transport for NatsTransport {
                 subject: subject.to_owned(),
                 message: e.to_string(),
             })?;
+        // The SUB is only queued on the connection: wait until the server has processed it, so
+        // what is published once the stream reports HEALTHY reaches it (core NATS keeps nothing
+        // for a subscription the server does not know yet).
+        self.round_trip()
+            .await
+            .map_err(|e| TransportError::Subscribe {
+                subject: subject.to_owned(),
+                message: e.to_string(),
+            })?;
         Ok(Box::new(NatsSubscription { subscriber }))
     }
 
