@@ -1,7 +1,7 @@
-//! `cargo xtask fuzz [--seconds N] [--target NAME]...`: the cargo-fuzz targets of `fuzz/`, each
-//! run for N seconds (default 20) over its kept corpus `fuzz/corpus/<target>/`. cargo-fuzz is
-//! installed when missing; the toolchain is stable, so every cargo-fuzz command runs with
-//! `RUSTC_BOOTSTRAP=1`. Fails when a target crashed (or hung), naming the input file.
+//! `cargo xtask fuzz [--seconds N] [--target NAME]...`: the cargo-fuzz targets of `fuzz/`, built
+//! once with `cargo fuzz build` (installed when missing; `RUSTC_BOOTSTRAP=1`, the toolchain is
+//! stable), then each fuzzer binary run for N seconds (default 20) over its kept corpus
+//! `fuzz/corpus/<target>/`. Fails when a target crashed (or hung), naming the input file.
 //!
 //! The kept corpus is only read: what the fuzzer finds goes to `<target dir>/fuzz/corpus/<target>/`
 //! (kept between local runs), crashes to `fuzz/artifacts/<target>/`, libFuzzer's output to
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, options: &Options) -> Result<()> {
 
     let target_dir = ctx.paths.target.join("fuzz");
     let build = Instant::now();
-    host::run(&mut cargo_fuzz(ctx, &cargo, "build", &target_dir))
+    host::run(&mut cargo_fuzz_build(ctx, &cargo, &target_dir))
         .context("building the fuzz targets")?;
     eprintln!(
         "built the fuzz targets in {:.0}s",
@@ -77,20 +77,27 @@ pub fn run(ctx: &Ctx, options: &Options) -> Result<()> {
         let scratch = target_dir.join("corpus").join(target);
         let kept = fuzz_dir.join("corpus").join(target);
         let log = target_dir.join("logs").join(format!("{target}.log"));
-        for dir in [&scratch, &kept] {
+        let artifacts = fuzz_dir.join("artifacts").join(target);
+        for dir in [&scratch, &kept, &artifacts] {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         if let Some(parent) = log.parent() {
             fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        let mut cmd = cargo_fuzz(ctx, &cargo, "run", &target_dir);
-        // The first corpus folder receives what the fuzzer finds; the kept one is only read.
-        cmd.arg(target).arg(&scratch).arg(&kept).arg("--").args([
-            format!("-max_total_time={seconds}"),
-            format!("-timeout={INPUT_TIMEOUT_SECONDS}"),
-            "-print_final_stats=1".to_owned(),
-        ]);
+        // The binary `build` made, run directly: `cargo fuzz run` would rebuild first whenever
+        // a source changed meanwhile. The first corpus folder receives what the fuzzer finds;
+        // the kept one is only read.
+        let mut cmd = Command::new(binary(&target_dir, target)?);
+        cmd.current_dir(&ctx.paths.root)
+            .args([
+                format!("-artifact_prefix={}/", artifacts.display()),
+                format!("-max_total_time={seconds}"),
+                format!("-timeout={INPUT_TIMEOUT_SECONDS}"),
+                "-print_final_stats=1".to_owned(),
+            ])
+            .arg(&scratch)
+            .arg(&kept);
         eprintln!("$ {}", host::display(&cmd));
         eprintln!(
             "  fuzzing {target} for {seconds}s (output: {})",
@@ -123,7 +130,8 @@ pub fn run(ctx: &Ctx, options: &Options) -> Result<()> {
         for crash in crashes {
             eprintln!("  {target} crashed on {}", crash.display());
             eprintln!(
-                "    reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer {SANITIZER} -a {target} {}",
+                "    reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer {SANITIZER} -a --target-dir {} {target} {}",
+                target_dir.display(),
                 crash.display()
             );
         }
@@ -169,6 +177,23 @@ fn select(all: &[String], asked: &[String]) -> Result<Vec<String>> {
     Ok(asked.to_vec())
 }
 
+/// The fuzzer binary of `target` that `cargo fuzz build` wrote:
+/// `<target dir>/<host triple>/release/<target>`.
+fn binary(target_dir: &Path, target: &str) -> Result<PathBuf> {
+    let entries = fs::read_dir(target_dir)
+        .with_context(|| format!("cannot read {}", target_dir.display()))?;
+    entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path().join("release").join(target))
+        .find(|path| path.is_file())
+        .with_context(|| {
+            format!(
+                "`cargo fuzz build` wrote no {target} under {}",
+                target_dir.display()
+            )
+        })
+}
+
 /// Installs cargo-fuzz when `cargo fuzz` does not answer (idempotent).
 fn ensure_cargo_fuzz(cargo: &str) -> Result<()> {
     if host::succeeds(Command::new(cargo).args(["fuzz", "--version"])) {
@@ -184,15 +209,15 @@ fn ensure_cargo_fuzz(cargo: &str) -> Result<()> {
     .context("installing cargo-fuzz")
 }
 
-/// `cargo fuzz <subcommand>` with the build options every call shares (so `run` reuses what
-/// `build` built), in the workspace root.
-fn cargo_fuzz(ctx: &Ctx, cargo: &str, subcommand: &str, target_dir: &Path) -> Command {
+/// `cargo fuzz build` with the options of `cargo xtask fuzz` (the reproduce command it prints
+/// uses the same), in the workspace root.
+fn cargo_fuzz_build(ctx: &Ctx, cargo: &str, target_dir: &Path) -> Command {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&ctx.paths.root)
         .env("RUSTC_BOOTSTRAP", "1")
         .args([
             "fuzz",
-            subcommand,
+            "build",
             "--sanitizer",
             SANITIZER,
             "--debug-assertions",
