@@ -12,6 +12,32 @@ use crate::host::{self, Ctx};
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
+/// Debian packages the workspace's build needs besides the C toolchain, each with a file whose
+/// presence shows it is installed: the Kafka connector's librdkafka links the system OpenSSL
+/// (rdkafka's `ssl` feature), which `openssl-sys` finds with pkg-config.
+const BUILD_PACKAGES: &[(&str, &str)] = &[
+    ("libssl-dev", "/usr/include/openssl/ssl.h"),
+    ("pkg-config", "/usr/bin/pkg-config"),
+];
+
+/// The build packages ([`BUILD_PACKAGES`]) missing on this machine; empty once installed, so
+/// ensuring them is idempotent.
+pub fn missing_build_packages() -> Vec<&'static str> {
+    missing(BUILD_PACKAGES, |path| Path::new(path).exists())
+}
+
+/// The packages of `packages` whose file `exists` does not find.
+fn missing(
+    packages: &[(&'static str, &'static str)],
+    exists: impl Fn(&str) -> bool,
+) -> Vec<&'static str> {
+    packages
+        .iter()
+        .filter(|(_, file)| !exists(file))
+        .map(|(package, _)| *package)
+        .collect()
+}
+
 /// Installs `packages` with apt-get.
 pub fn install(ctx: &Ctx, packages: &[&str]) -> Result<()> {
     if packages.is_empty() {
@@ -86,6 +112,15 @@ impl Drop for PolicyGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_packages_are_only_the_missing_ones() {
+        let all = missing(BUILD_PACKAGES, |_| false);
+        assert_eq!(all, ["libssl-dev", "pkg-config"]);
+        assert!(missing(BUILD_PACKAGES, |_| true).is_empty());
+        let headers_only = missing(BUILD_PACKAGES, |file| file.ends_with("ssl.h"));
+        assert_eq!(headers_only, ["pkg-config"]);
+    }
 
     #[test]
     fn install_is_non_interactive_and_keeps_configs() {

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check CI runs, cheapest first, stopping at the first failing step:
-//! `cargo fmt --check`, clippy with `-D warnings`, `services up`, the workspace tests (cargo
-//! nextest when installed, else cargo test), the doc tests. Ends with a summary of the steps and
+//! `cargo fmt --check`, `services up` (which also installs the system packages the build needs),
+//! clippy with `-D warnings`, the workspace tests (cargo nextest when installed, else cargo
+//! test), the doc tests. Ends with a summary of the steps and
 //! the test counts.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
@@ -93,6 +94,14 @@ fn steps(program: &str, nextest: bool) -> Vec<Step> {
             }),
         },
         Step {
+            // Before clippy: it also installs the system packages the build needs (libssl-dev
+            // and pkg-config for the Kafka connector's TLS).
+            name: "services up",
+            hint: "cargo xtask services status",
+            runs_tests: false,
+            run: Box::new(|ctx, _| services::up(ctx, &services::select(&[])?)),
+        },
+        Step {
             name: "clippy -D warnings",
             hint: "cargo clippy -p <crate> --all-targets -- -D warnings",
             runs_tests: false,
@@ -107,12 +116,6 @@ fn steps(program: &str, nextest: bool) -> Vec<Step> {
                 ];
                 host::run(&mut cargo(ctx, &clippy, &args))
             }),
-        },
-        Step {
-            name: "services up",
-            hint: "cargo xtask services status",
-            runs_tests: false,
-            run: Box::new(|ctx, _| services::up(ctx, &services::select(&[])?)),
         },
         Step {
             name: if nextest {
@@ -250,8 +253,8 @@ mod tests {
             names,
             [
                 "cargo fmt --check",
-                "clippy -D warnings",
                 "services up",
+                "clippy -D warnings",
                 "tests (cargo nextest)",
                 "doc tests"
             ]

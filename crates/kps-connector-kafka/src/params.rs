@@ -44,6 +44,54 @@ pub struct KafkaParams {
     /// An environment variable holding the SASL password (`sasl.password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// How connections to the brokers are secured: `plaintext` (default), `ssl` (TLS),
+    /// `sasl_plaintext` or `sasl_ssl` (SASL over TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_protocol: Option<SecurityProtocol>,
+    /// `ssl`/`sasl_ssl` only: a PEM file of the CA certificates that signed the brokers'
+    /// certificates, trusted instead of the system's CA store (`ssl.ca.location`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// `ssl`/`sasl_ssl` only: a PEM client certificate (chain) for brokers that require one
+    /// (mutual TLS, `ssl.certificate.location`); needs `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// `ssl`/`sasl_ssl` only: the PEM private key of `cert_file` (`ssl.key.location`;
+    /// unencrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+}
+
+/// How connections to the brokers are secured (librdkafka's `security.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// Plain TCP.
+    #[default]
+    Plaintext,
+    /// TLS; the brokers' certificates are verified, host name included.
+    Ssl,
+    /// SASL authentication over plain TCP.
+    SaslPlaintext,
+    /// SASL authentication over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The `security.protocol` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
 }
 
 /// Where a consumer group with no committed offset starts reading.
@@ -157,6 +205,11 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
         "sasl.password",
         "secrets come from password_file or password_env",
     ),
+    ("security.protocol", "use the `security_protocol` parameter"),
+    ("ssl.ca.location", "use the `ca_file` parameter"),
+    ("ssl.ca.pem", "use the `ca_file` parameter"),
+    ("ssl.certificate.location", "use the `cert_file` parameter"),
+    ("ssl.key.location", "use the `key_file` parameter"),
 ];
 
 /// Whether a librdkafka setting holds a secret (never accepted in stream metadata).
@@ -184,7 +237,27 @@ impl KafkaParams {
             properties: BTreeMap::new(),
             password_file: None,
             password_env: None,
+            security_protocol: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
+    }
+
+    /// The security protocol in force.
+    pub fn security_protocol(&self) -> SecurityProtocol {
+        self.security_protocol.unwrap_or_default()
+    }
+
+    /// The TLS files given, each with its parameter's name.
+    pub fn tls_files(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.as_deref().map(|path| (field, path)))
     }
 
     /// Where the SASL password comes from.
@@ -256,7 +329,36 @@ impl KafkaParams {
                 ));
             }
         }
+        self.validate_tls()?;
         self.password().validate()
+    }
+
+    /// `ca_file`, `cert_file` and `key_file`: not empty, only with TLS, certificate and key
+    /// together.
+    fn validate_tls(&self) -> ConnectorResult<()> {
+        let tls = self.security_protocol().is_tls();
+        for (field, path) in self.tls_files() {
+            if path.trim().is_empty() {
+                return Err(ConnectorError::invalid(field, "must not be empty"));
+            }
+            if !tls {
+                return Err(ConnectorError::invalid(
+                    field,
+                    "only with security_protocol ssl or sasl_ssl",
+                ));
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(ConnectorError::invalid(
+                "key_file",
+                "required with cert_file",
+            )),
+            (None, Some(_)) => Err(ConnectorError::invalid(
+                "cert_file",
+                "required with key_file",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The key pointer for egress, `None` for `none` or no key.
@@ -416,5 +518,56 @@ mod tests {
         let both =
             json!({"brokers": "h:1", "topic": "t", "password_env": "A", "password_file": "/b"});
         assert_eq!(check(both, egress), "password_file");
+    }
+
+    #[test]
+    fn tls_files_need_a_tls_protocol_and_come_in_pairs() {
+        let check = |value: serde_json::Value| {
+            parse(value).and_then(|p| p.validate(Direction::Ingress).map(|()| p))
+        };
+        let tls = check(
+            json!({"brokers": "h:1", "topic": "t", "security_protocol": "ssl",
+                               "ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/c.key"}),
+        )
+        .unwrap();
+        assert_eq!(tls.security_protocol(), SecurityProtocol::Ssl);
+        let files: Vec<_> = tls.tls_files().collect();
+        assert_eq!(
+            files,
+            [
+                ("ca_file", "/ca.pem"),
+                ("cert_file", "/c.pem"),
+                ("key_file", "/c.key")
+            ]
+        );
+        let sasl = check(json!({"brokers": "h:1", "topic": "t", "security_protocol": "sasl_ssl"}))
+            .unwrap();
+        assert!(sasl.security_protocol().is_tls());
+        assert_eq!(
+            check(json!({"brokers": "h:1", "topic": "t"}))
+                .unwrap()
+                .security_protocol(),
+            SecurityProtocol::Plaintext
+        );
+        let plaintext_ca = json!({"brokers": "h:1", "topic": "t", "ca_file": "/ca.pem"});
+        assert_eq!(field(check(plaintext_ca)), "ca_file");
+        let sasl_plaintext_ca = json!({"brokers": "h:1", "topic": "t",
+            "security_protocol": "sasl_plaintext", "ca_file": "/ca.pem"});
+        assert_eq!(field(check(sasl_plaintext_ca)), "ca_file");
+        let empty =
+            json!({"brokers": "h:1", "topic": "t", "security_protocol": "ssl", "ca_file": ""});
+        assert_eq!(field(check(empty)), "ca_file");
+        let cert_alone = json!({"brokers": "h:1", "topic": "t", "security_protocol": "ssl",
+                                "cert_file": "/c.pem"});
+        assert_eq!(field(check(cert_alone)), "key_file");
+        let key_alone = json!({"brokers": "h:1", "topic": "t", "security_protocol": "ssl",
+                               "key_file": "/c.key"});
+        assert_eq!(field(check(key_alone)), "cert_file");
+        let unknown = json!({"brokers": "h:1", "topic": "t", "security_protocol": "tls"});
+        assert_eq!(field(check(unknown)), "security_protocol");
+        for owned in ["security.protocol", "ssl.ca.location", "ssl.key.location"] {
+            let value = json!({"brokers": "h:1", "topic": "t", "properties": {owned: "x"}});
+            assert_eq!(field(check(value)), "properties", "{owned}");
+        }
     }
 }

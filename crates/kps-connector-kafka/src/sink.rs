@@ -17,11 +17,12 @@ use kps_connector_core::{
     Bytes, ConnectorError, ConnectorResult, Severity, Sink, WriteOutcome, async_trait,
 };
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
-use crate::client::{self, METADATA_TIMEOUT};
+use crate::client::{self, BrokerFailures, METADATA_TIMEOUT};
 use crate::key;
 use crate::params::KafkaParams;
 
@@ -54,6 +55,8 @@ struct ProducerEvents {
     batch: Mutex<Batch>,
     reported: Notify,
     alerted: AtomicBool,
+    /// The last broker failure librdkafka logged, for the alerts' messages.
+    failures: BrokerFailures,
 }
 
 impl ProducerEvents {
@@ -65,18 +68,21 @@ impl ProducerEvents {
 }
 
 impl ClientContext for ProducerEvents {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.failures.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka producer error");
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Authentication)
-        ) && !self.alerted.swap(true, Ordering::AcqRel)
-        {
-            self.ctx.alert(
-                CONNECTION_ALERT,
-                Severity::Warning,
-                format!("kafka cluster unreachable: {reason}"),
-            );
+        let message = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::SSL) => format!("kafka TLS failure: {reason}"),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Authentication) => self
+                .failures
+                .explain(format!("kafka cluster unreachable: {reason}")),
+            _ => return,
+        };
+        if !self.alerted.swap(true, Ordering::AcqRel) {
+            self.ctx.alert(CONNECTION_ALERT, Severity::Warning, message);
         }
     }
 }
@@ -147,6 +153,7 @@ pub(crate) async fn open(
         batch: Mutex::default(),
         reported: Notify::new(),
         alerted: AtomicBool::new(false),
+        failures: BrokerFailures::default(),
     };
     let producer: KafkaProducer = config
         .create_with_context(events)
@@ -166,10 +173,15 @@ pub(crate) async fn open(
     let metadata = match metadata {
         Ok(metadata) => metadata,
         Err(e) => {
+            // Serve what librdkafka queued (its log line of the broker failure) now, not only
+            // when the producer's thread gets to it.
+            producer.poll(Duration::ZERO);
             client::drop_off_runtime(producer);
-            return Err(ConnectorError::retryable(format!(
-                "cannot reach the kafka brokers {brokers}: {e}"
-            )));
+            return Err(ConnectorError::retryable(
+                events
+                    .failures
+                    .explain(format!("cannot reach the kafka brokers {brokers}: {e}")),
+            ));
         }
     };
     if let Some(error) = metadata.topics().first().and_then(|t| t.error()) {
@@ -183,6 +195,7 @@ pub(crate) async fn open(
     if events.alerted.swap(false, Ordering::AcqRel) {
         ctx.resolve_alert(CONNECTION_ALERT, "kafka cluster reachable");
     }
+    events.failures.clear();
     Ok(Box::new(KafkaSink {
         producer: Some(producer),
         events,
@@ -308,6 +321,7 @@ impl Sink for KafkaSink {
         }
         outcome.rejected.sort_by_key(|r| r.index);
         if self.events.alerted.swap(false, Ordering::AcqRel) {
+            self.events.failures.clear();
             self.events
                 .ctx
                 .resolve_alert(CONNECTION_ALERT, "kafka deliveries succeed again");

@@ -16,12 +16,13 @@ use kps_connector_core::context::StreamContext;
 use kps_connector_core::{
     Acknowledge, Bytes, ConnectorError, ConnectorResult, Severity, Source, SourceBatch, async_trait,
 };
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use crate::client::{self, METADATA_TIMEOUT};
+use crate::client::{self, BrokerFailures, METADATA_TIMEOUT};
 use crate::envelope;
 use crate::params::{Envelope, KafkaParams};
 
@@ -58,22 +59,26 @@ struct ConsumerEvents {
     ctx: StreamContext,
     /// Whether the connection alert is raised (resolved when records flow again).
     alerted: Arc<AtomicBool>,
+    /// The last broker failure librdkafka logged, for the alerts' messages.
+    failures: Arc<BrokerFailures>,
 }
 
 impl ClientContext for ConsumerEvents {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.failures.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka consumer error");
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Authentication)
-        ) {
-            self.ctx.alert(
-                CONNECTION_ALERT,
-                Severity::Warning,
-                format!("kafka cluster unreachable: {reason}"),
-            );
-            self.alerted.store(true, Ordering::Release);
-        }
+        let message = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::SSL) => format!("kafka TLS failure: {reason}"),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Authentication) => self
+                .failures
+                .explain(format!("kafka cluster unreachable: {reason}")),
+            _ => return,
+        };
+        self.ctx.alert(CONNECTION_ALERT, Severity::Warning, message);
+        self.alerted.store(true, Ordering::Release);
     }
 }
 
@@ -126,6 +131,7 @@ pub struct KafkaSource {
     envelope: Envelope,
     ctx: StreamContext,
     alerted: Arc<AtomicBool>,
+    failures: Arc<BrokerFailures>,
     topic_alerted: bool,
 }
 
@@ -152,9 +158,11 @@ pub(crate) async fn open(
         )
         .set("enable.partition.eof", "false");
     let alerted = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(BrokerFailures::default());
     let events = ConsumerEvents {
         ctx: ctx.clone(),
         alerted: alerted.clone(),
+        failures: failures.clone(),
     };
     let consumer: KafkaConsumer = config
         .create_with_context(events)
@@ -170,10 +178,16 @@ pub(crate) async fn open(
             .get()
             .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
     })
-    .await?
-    .map_err(|e| {
-        ConnectorError::retryable(format!("cannot reach the kafka brokers {brokers}: {e}"))
-    })?;
+    .await?;
+    let metadata = match metadata {
+        Ok(metadata) => metadata,
+        Err(e) => {
+            drain_events(consumer.get()).await;
+            return Err(ConnectorError::retryable(
+                failures.explain(format!("cannot reach the kafka brokers {brokers}: {e}")),
+            ));
+        }
+    };
     if let Some(error) = metadata.topics().first().and_then(|t| t.error()) {
         let error = RDKafkaErrorCode::from(error);
         ctx.alert(
@@ -197,8 +211,22 @@ pub(crate) async fn open(
         envelope: params.envelope.unwrap_or_default(),
         ctx,
         alerted,
+        failures,
         topic_alerted: false,
     }))
+}
+
+/// Serves the consumer's queue for a moment: librdkafka's log lines (among them the broker
+/// failure that explains an unreachable cluster) and errors wait there until the consumer is
+/// polled, which an open that never got the cluster's metadata has not done yet.
+async fn drain_events(consumer: &KafkaConsumer) {
+    let mut stream = consumer.stream();
+    let drained = tokio::time::timeout(std::time::Duration::from_millis(50), async {
+        // Nothing is subscribed yet: only logs and errors come, and both are dealt with by the
+        // context (logs) or meant for the explanation above (errors).
+        while stream.next().await.is_some() {}
+    });
+    let _ = drained.await;
 }
 
 impl KafkaSource {
@@ -235,7 +263,7 @@ impl KafkaSource {
             self.ctx.alert(
                 CONNECTION_ALERT,
                 Severity::Warning,
-                format!("kafka consumer: {error}"),
+                self.failures.explain(format!("kafka consumer: {error}")),
             );
         }
         Ok(())
@@ -243,6 +271,7 @@ impl KafkaSource {
 
     fn healthy_again(&mut self) {
         if self.alerted.swap(false, Ordering::AcqRel) {
+            self.failures.clear();
             self.ctx
                 .resolve_alert(CONNECTION_ALERT, "kafka records flow again");
         }

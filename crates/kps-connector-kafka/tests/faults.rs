@@ -7,94 +7,18 @@
 #[allow(dead_code)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{TopicReader, create_topic_on, produce, producer_for};
+use common::{PrivateBroker, TopicReader, create_topic_on, free_port, produce, producer_for};
 use kps_connector_core::testkit::{
     DeliveryReport, FaultProxy, NatsProbe, StreamDecl, TestConnector, collect_until_complete,
-    service_unavailable, unique_name,
+    unique_name,
 };
 use kps_connector_core::{Bytes, State};
 use kps_connector_kafka::KafkaConnector;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The tansu binary `cargo xtask services up` built: `KPS_TANSU_BIN`, or the newest under
-/// `~/.cache/kps-connectors/tools/tansu-*/bin/tansu`.
-fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("KPS_TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .map(|cache| cache.join("kps-connectors").join("tools"));
-    let mut candidates: Vec<PathBuf> = cache
-        .and_then(|tools| std::fs::read_dir(tools).ok())
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|entry| entry.path().join("bin").join("tansu"))
-        .filter(|path| path.is_file())
-        .collect();
-    candidates.sort();
-    candidates.pop().unwrap_or_else(|| {
-        service_unavailable(
-            "the tansu broker binary",
-            "not built; run `cargo xtask services up`",
-        )
-    })
-}
-
-/// A tansu broker of this test's own, listening on a free port and advertising `advertised`.
-struct PrivateBroker {
-    child: Child,
-    _data: tempfile::TempDir,
-}
-
-impl PrivateBroker {
-    async fn start(listen: SocketAddr, advertised: SocketAddr) -> Self {
-        let data = tempfile::tempdir().expect("a data directory");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--cluster-id", "kps-faults"])
-            .args(["--listener-url", &format!("tcp://{listen}")])
-            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(data.path())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(listen).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {listen}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { child, _data: data }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
 
 fn records(prefix: &str, range: std::ops::Range<usize>) -> Vec<Bytes> {
     range

@@ -3,6 +3,7 @@
 //! per partition, a SIGKILL mid-ingress without loss, discovery, refused records and parameters,
 //! the JSON envelope, and an unreachable cluster.
 
+#[allow(dead_code)]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};

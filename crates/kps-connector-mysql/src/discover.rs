@@ -1,5 +1,6 @@
 //! Discovery: the tables of the databases in use appear in GetPayload STREAM as discovered
-//! streams, and the connector's dynamic config (`url`, `password_file`, `password_env`).
+//! streams, and the connector's dynamic config (`url`, `password_file`, `password_env`, and the
+//! TLS keys `ssl_mode`, `ca_file`, `cert_file`, `key_file`).
 //!
 //! The databases are those of the running streams (their `url` and password source) and the
 //! `url` key of the dynamic config. A table with an AUTO_INCREMENT integer column is offered as
@@ -18,6 +19,7 @@ use crate::error::retryable;
 use crate::ident::Ident;
 use crate::params::{DbUrl, MysqlParams};
 use crate::schema::ColumnKind;
+use crate::tls::{SslMode, TlsSettings};
 
 /// The dynamic config key naming a database to discover.
 pub const URL_KEY: &str = "url";
@@ -29,6 +31,7 @@ pub const DISCOVERY_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 struct Database {
     url: DbUrl,
     password: PasswordSource,
+    tls: TlsSettings,
 }
 
 /// Lists the tables of every database in use.
@@ -53,10 +56,19 @@ pub async fn discover(
         databases.push(Database {
             url: DbUrl::parse(URL_KEY, url)?,
             password,
+            tls: config_tls(&ctx.config)?,
         });
     }
     for (_, params) in &ctx.streams {
         let Ok(url) = DbUrl::parse("url", &params.url) else {
+            continue;
+        };
+        let Ok(tls) = TlsSettings::resolve(
+            params.ssl_mode,
+            params.ca_file.as_deref(),
+            params.cert_file.as_deref(),
+            params.key_file.as_deref(),
+        ) else {
             continue;
         };
         let db = Database {
@@ -65,6 +77,7 @@ pub async fn discover(
                 password_file: params.password_file.clone(),
                 password_env: params.password_env.clone(),
             },
+            tls,
         };
         if !databases.contains(&db) {
             databases.push(db);
@@ -87,7 +100,7 @@ pub async fn discover(
 
 /// The tables of one database as discovered streams.
 async fn tables(db: &Database, timeout: Duration) -> ConnectorResult<Vec<DiscoveredStream>> {
-    let mut conn = connect_within(&db.url, &db.password, timeout).await?;
+    let mut conn = connect_within(&db.url, &db.password, &db.tls, timeout).await?;
     let rows = sqlx::query(
         "SELECT CAST(t.TABLE_NAME AS CHAR), \
            (SELECT CAST(c.COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS c \
@@ -123,6 +136,11 @@ async fn tables(db: &Database, timeout: Duration) -> ConnectorResult<Vec<Discove
         }
         if let Some(env) = &db.password.password_env {
             metadata.insert("password_env".into(), json!(env));
+        }
+        if db.tls != TlsSettings::default() {
+            for (field, value) in db.tls.metadata() {
+                metadata.insert(field.into(), json!(value));
+            }
         }
         let cursor = auto.filter(|c| Ident::new(c).is_ok()).filter(|_| {
             auto_type
@@ -183,7 +201,34 @@ pub fn validate_config(config: &Map<String, Value>) -> ConnectorResult<()> {
             "give either password_file or password_env, not both",
         ));
     }
-    Ok(())
+    config_tls(config).map(drop)
+}
+
+/// The TLS settings of the discovery database, from the config keys `ssl_mode`, `ca_file`,
+/// `cert_file` and `key_file` (the stream parameters' rules).
+fn config_tls(config: &Map<String, Value>) -> ConnectorResult<TlsSettings> {
+    let text = |key: &str| -> ConnectorResult<Option<&str>> {
+        match config.get(key) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.as_str())),
+            Some(_) => Err(ConnectorError::invalid(key, "must be a string")),
+        }
+    };
+    let mode = match text("ssl_mode")? {
+        None => None,
+        Some(mode) => Some(serde_json::from_value::<SslMode>(json!(mode)).map_err(|_| {
+            ConnectorError::invalid(
+                "ssl_mode",
+                "must be disabled, preferred, required, verify_ca or verify_identity",
+            )
+        })?),
+    };
+    TlsSettings::resolve(
+        mode,
+        text("ca_file")?,
+        text("cert_file")?,
+        text("key_file")?,
+    )
 }
 
 /// The dynamic config's JSON Schema: the core's keys and the discovery database.
@@ -210,6 +255,23 @@ pub fn config_schema() -> schemars::Schema {
             "password_env": {
                 "type": "string",
                 "description": "an environment variable holding the password of the discovery database"
+            },
+            "ssl_mode": {
+                "type": "string",
+                "enum": ["disabled", "preferred", "required", "verify_ca", "verify_identity"],
+                "description": "TLS to the discovery database, as the streams' ssl_mode (default verify_ca with ca_file, else preferred)"
+            },
+            "ca_file": {
+                "type": "string",
+                "description": "a PEM file of the CA certificates of the discovery database (verify_ca, verify_identity)"
+            },
+            "cert_file": {
+                "type": "string",
+                "description": "a PEM client certificate for the discovery database; needs key_file"
+            },
+            "key_file": {
+                "type": "string",
+                "description": "the PEM private key of cert_file"
             }
         },
         "additionalProperties": true
@@ -228,6 +290,25 @@ mod tests {
         assert!(validate_config(pw.as_object().unwrap()).is_err());
         let both = json!({"password_file": "a", "password_env": "b"});
         assert!(validate_config(both.as_object().unwrap()).is_err());
+        let tls = json!({"url": "mysql://root@127.0.0.1:3306/test", "ca_file": "/ca.pem"});
+        assert_eq!(
+            config_tls(tls.as_object().unwrap()).unwrap().mode,
+            SslMode::VerifyCa
+        );
+        for (bad, key) in [
+            (json!({"ssl_mode": "on"}), "ssl_mode"),
+            (json!({"ssl_mode": 1}), "ssl_mode"),
+            (
+                json!({"ssl_mode": "required", "ca_file": "/ca.pem"}),
+                "ca_file",
+            ),
+            (json!({"cert_file": "/c.pem"}), "key_file"),
+        ] {
+            match validate_config(bad.as_object().unwrap()) {
+                Err(ConnectorError::InvalidParameter { field, .. }) => assert_eq!(field, key),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
         assert_eq!(subject_token("a$b.c"), "a_b_c");
     }
 }

@@ -9,7 +9,8 @@
 //!   transaction per batch; records the database refuses are rejected one by one ([`sink`]).
 //! - **Discovery** lists the tables of the databases in use ([`discover`]).
 //!
-//! The value mapping is in [`record`] (rows to JSON) and [`bind`] (JSON to rows).
+//! The value mapping is in [`record`] (rows to JSON) and [`bind`] (JSON to rows); TLS to the
+//! server in [`tls`].
 
 pub mod bind;
 pub mod connect;
@@ -24,6 +25,7 @@ pub mod saver;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod tls;
 
 use kps_connector_core::{
     ConnectorInfo, ConnectorResult, Direction, DiscoveredStream, DiscoveryContext, Sink, Source,

@@ -12,6 +12,7 @@ use sqlx::ConnectOptions;
 use sqlx::mysql::MySqlConnectOptions;
 
 use crate::ident::{Ident, ident_list, shown};
+use crate::tls::{SslMode, TlsSettings};
 
 /// Rows per query (ingress) or per INSERT statement (egress) unless `batch_size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: u32 = 1000;
@@ -27,7 +28,8 @@ pub const POLL_INTERVAL_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=86_400_00
 #[serde(deny_unknown_fields)]
 pub struct MysqlParams {
     /// The database, as `mysql://user@host:port/database`. A password in the URL is refused:
-    /// give it with `password_file` or `password_env`. No query parameters.
+    /// give it with `password_file` or `password_env`. No query parameters (TLS is set with
+    /// `ssl_mode`, `ca_file`, `cert_file` and `key_file`).
     pub url: String,
     /// The table the stream reads (ingress) or writes (egress); letters, digits, `_` and `$`.
     pub table: String,
@@ -70,6 +72,22 @@ pub struct MysqlParams {
     /// An environment variable holding the database password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// TLS to the server: `disabled`, `preferred` (TLS when the server offers it, certificate
+    /// not checked), `required` (TLS, certificate not checked), `verify_ca` (the certificate must
+    /// chain to `ca_file` or the system's CA store) or `verify_identity` (and name the URL's
+    /// host). Default: `verify_ca` with `ca_file`, else `preferred`.
+    #[serde(default)]
+    pub ssl_mode: Option<SslMode>,
+    /// `verify_ca` / `verify_identity`: a PEM file of the CA certificates that signed the
+    /// server's certificate, trusted besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// A PEM client certificate (chain) for a server that requires one; needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// The PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 /// How a stream follows or writes its table.
@@ -158,7 +176,7 @@ impl DbUrl {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(ConnectorError::invalid(
                 field,
-                "takes no query parameters (the session time zone is always UTC; TLS is not built in)",
+                "takes no query parameters (the session time zone is always UTC; TLS is set with ssl_mode, ca_file, cert_file and key_file)",
             ));
         }
         let port = parsed.port().unwrap_or(3306);
@@ -186,10 +204,12 @@ impl DbUrl {
     }
 
     /// Connect options: this URL, the password (loaded now, so a rotated secret is used on
-    /// reconnect), the session time zone UTC, no statement logging.
+    /// reconnect), `tls` (its files read now too), the session time zone UTC, no statement
+    /// logging.
     pub async fn connect_options(
         &self,
         password: &PasswordSource,
+        tls: &TlsSettings,
     ) -> ConnectorResult<MySqlConnectOptions> {
         let mut options = MySqlConnectOptions::from_str(&self.url)
             .map_err(|e| ConnectorError::invalid("url", format!("not a mysql url: {e}")))?
@@ -199,7 +219,7 @@ impl DbUrl {
         if let Some(secret) = password.load().await? {
             options = options.password(secret.expose());
         }
-        Ok(options)
+        tls.apply(options).await
     }
 }
 
@@ -231,6 +251,8 @@ pub struct TableSettings {
     pub url: DbUrl,
     /// Where the password comes from.
     pub password: PasswordSource,
+    /// TLS to the server.
+    pub tls: TlsSettings,
     /// The table.
     pub table: Ident,
     /// The columns to read or allow, if restricted.
@@ -247,6 +269,12 @@ impl TableSettings {
             password_env: p.password_env.clone(),
         };
         password.validate()?;
+        let tls = TlsSettings::resolve(
+            p.ssl_mode,
+            p.ca_file.as_deref(),
+            p.cert_file.as_deref(),
+            p.key_file.as_deref(),
+        )?;
         let table = Ident::new(&p.table)
             .map_err(|e| ConnectorError::invalid("table", format!("{}: {e}", shown(&p.table))))?;
         let columns = match &p.columns {
@@ -269,6 +297,7 @@ impl TableSettings {
         Ok(Self {
             url,
             password,
+            tls,
             table,
             columns,
             batch_size: batch_size as usize,
@@ -617,6 +646,29 @@ mod tests {
         let both =
             parse(json!({"url": URL, "table": "t", "password_file": "/a", "password_env": "B"}));
         assert_eq!(field(validate(Direction::Egress, &both)), "password_file");
+    }
+
+    #[test]
+    fn tls_parameters_resolve_and_are_checked() {
+        let plain = parse(json!({"url": URL, "table": "t"}));
+        let settings = EgressSettings::from_params(&plain).unwrap();
+        assert_eq!(settings.table.tls.mode, SslMode::Preferred);
+        let ca = parse(json!({"url": URL, "table": "t", "ca_file": "/ca.pem"}));
+        let settings = EgressSettings::from_params(&ca).unwrap();
+        assert_eq!(settings.table.tls.mode, SslMode::VerifyCa);
+        assert_eq!(settings.table.tls.ca_file.as_deref(), Some("/ca.pem"));
+        let required =
+            parse(json!({"url": URL, "table": "t", "ssl_mode": "required", "ca_file": "/ca.pem"}));
+        assert_eq!(field(validate(Direction::Egress, &required)), "ca_file");
+        let half = parse(json!({"url": URL, "table": "t", "cert_file": "/c.pem"}));
+        assert_eq!(field(validate(Direction::Egress, &half)), "key_file");
+        let map = json!({"url": URL, "table": "t", "ssl_mode": "on"});
+        let err = kps_connector_core::params::parse_params::<MysqlParams>(map.as_object().unwrap())
+            .unwrap_err();
+        assert_eq!(field(Err(err)), "ssl_mode");
+        let query = parse(json!({"url": "mysql://u@h/db?ssl-mode=REQUIRED", "table": "t"}));
+        let err = EgressSettings::from_params(&query).unwrap_err();
+        assert!(err.to_string().contains("ssl_mode"), "{err}");
     }
 
     #[test]

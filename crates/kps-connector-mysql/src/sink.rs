@@ -65,7 +65,7 @@ impl MysqlSink {
     /// Connects and checks the table, its columns and (upsert) its key.
     pub async fn open(ctx: StreamContext, settings: &EgressSettings) -> ConnectorResult<Self> {
         let t = &settings.table;
-        let mut conn = connect(&t.url, &t.password).await?;
+        let mut conn = connect(&t.url, &t.password, &t.tls).await?;
         let schema = TableSchema::load(&mut conn, t.table.as_str())
             .await
             .map_err(|e| retryable(&format!("read the columns of `{}`", t.table), &e))?

@@ -71,7 +71,7 @@ impl MysqlSource {
     /// Connects, checks the table and columns, and loads the durable cursor.
     pub async fn open(ctx: StreamContext, settings: &IngressSettings) -> ConnectorResult<Self> {
         let t = &settings.table;
-        let mut conn = connect(&t.url, &t.password).await?;
+        let mut conn = connect(&t.url, &t.password, &t.tls).await?;
         let schema = TableSchema::load(&mut conn, t.table.as_str())
             .await
             .map_err(|e| retryable(&format!("read the columns of `{}`", t.table), &e))?

@@ -1,5 +1,7 @@
 //! `services up`: leave running services alone, install the missing ones, start the stopped ones,
 //! wait for their ports, remember what was started, and set up what xtask installed or started.
+//! The build's own Debian packages (`apt::missing_build_packages`: OpenSSL headers, pkg-config)
+//! are installed in the same apt-get run when missing, whichever services are asked for.
 
 use std::collections::BTreeSet;
 
@@ -37,9 +39,11 @@ pub fn run(ctx: &Ctx, services: &[Service]) -> Result<()> {
         .copied()
         .filter(|svc| !svc.installed())
         .collect();
+    let build_packages = apt::missing_build_packages();
     let packages: BTreeSet<&str> = missing
         .iter()
         .flat_map(|svc| svc.packages().iter().copied())
+        .chain(build_packages.iter().copied())
         .collect();
     if !packages.is_empty() {
         let packages: Vec<&str> = packages.into_iter().collect();
@@ -51,6 +55,13 @@ pub fn run(ctx: &Ctx, services: &[Service]) -> Result<()> {
                 svc.name,
                 svc.packages().join(" "),
                 svc.binary
+            );
+        }
+        let still_missing = apt::missing_build_packages();
+        if !still_missing.is_empty() {
+            bail!(
+                "apt-get ran but the build packages {} are still missing",
+                still_missing.join(" ")
             );
         }
     }

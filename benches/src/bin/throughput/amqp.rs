@@ -98,9 +98,10 @@ impl System for Amqp {
 
     async fn egress(&self, _size: usize) -> Result<Box<dyn EgressEnd>> {
         let queue = self.queue().await?;
+        // Connected now, so that the raw writer's run does not include opening it.
         Ok(Box::new(AmqpEgress {
             queue,
-            publisher: None,
+            publisher: Publisher::open().await?,
         }))
     }
 
@@ -355,7 +356,7 @@ impl IngressEnd for AmqpIngress {
 /// A queue the connector publishes to (through the default exchange).
 struct AmqpEgress {
     queue: String,
-    publisher: Option<Publisher>,
+    publisher: Publisher,
 }
 
 #[async_trait]
@@ -379,25 +380,15 @@ impl EgressEnd for AmqpEgress {
     }
 
     async fn raw_write(&mut self, records: &[Bytes]) -> Result<()> {
-        if self.publisher.is_none() {
-            self.publisher = Some(Publisher::open().await?);
-        }
-        let publisher = self.publisher.as_ref().context("the publisher")?;
-        publisher.publish_confirmed(&self.queue, records).await
+        self.publisher.publish_confirmed(&self.queue, records).await
     }
 
     async fn raw_send(&mut self, records: &[Bytes]) -> Result<()> {
-        if self.publisher.is_none() {
-            self.publisher = Some(Publisher::open().await?);
-        }
-        let publisher = self.publisher.as_ref().context("the publisher")?;
-        publisher.publish(&self.queue, records).await
+        self.publisher.publish(&self.queue, records).await
     }
 
     async fn cleanup(self: Box<Self>) {
-        if let Some(publisher) = self.publisher {
-            publisher.close().await;
-        }
+        self.publisher.close().await;
         delete(&self.queue).await;
     }
 }

@@ -18,7 +18,7 @@ use kps_connector_core::testkit::unique_name;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
@@ -26,6 +26,9 @@ use crate::measure::{Arrived, EgressEnd, IngressEnd, Observer, System, stamp};
 
 /// Partitions of every topic.
 const PARTITIONS: i32 = 3;
+
+/// `fetch.wait.max.ms` of the latency runs' readers (see the notes).
+const LATENCY_FETCH_WAIT_MS: u32 = 5;
 
 /// The broker: `KPS_TEST_KAFKA_BROKERS`, or the one on 127.0.0.1:9092.
 fn brokers() -> String {
@@ -125,15 +128,26 @@ impl System for Kafka {
     }
 
     async fn egress(&self, _size: usize) -> Result<Box<dyn EgressEnd>> {
-        Ok(Box::new(KafkaEgress {
-            topic: self.topic().await?,
-            producer: producer("1")?,
-        }))
+        let topic = self.topic().await?;
+        let producer = producer("1")?;
+        // Connected now (metadata fetched), so that the raw writer's run does not include it.
+        tokio::task::block_in_place(|| {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        })
+        .context("producer metadata")?;
+        Ok(Box::new(KafkaEgress { topic, producer }))
+    }
+
+    fn latency_metadata(&self, mut metadata: Value) -> Value {
+        metadata["properties"] = json!({ "fetch.wait.max.ms": LATENCY_FETCH_WAIT_MS });
+        metadata
     }
 
     fn notes(&self) -> Vec<String> {
         vec![format!(
-            "kafka: tansu (SQLite storage) on loopback, topics of {PARTITIONS} partitions; ingress reads records already in the topic as a new consumer group from the earliest offset (raw: an rdkafka group member with default settings); egress writes without keys (raw: an idempotent rdkafka producer, acks=all, linger.ms=1, every delivery report awaited), arrivals counted by the high watermarks; the latency reader of egress is an rdkafka consumer with fetch.wait.max.ms=5."
+            "kafka: tansu (SQLite storage) on loopback, topics of {PARTITIONS} partitions; ingress reads records already in the topic as a new consumer group from the earliest offset (raw: an rdkafka group member with default settings); egress writes without keys (raw: an idempotent rdkafka producer, acks=all, linger.ms=1, every delivery report awaited), arrivals counted by the high watermarks. Latency: tansu answers a fetch only once fetch.wait.max.ms is over (librdkafka's default 500 ms) even when records wait, where Apache Kafka answers as soon as fetch.min.bytes (1) is there; so the ingress latency runs set fetch.wait.max.ms={LATENCY_FETCH_WAIT_MS} (the stream's `properties`, and the raw reader), as does the egress latency reader."
         )]
     }
 }
@@ -282,12 +296,15 @@ impl IngressEnd for KafkaIngress {
     }
 
     async fn raw_reader(&mut self, latency: bool) -> Result<Box<dyn Observer>> {
-        let consumer: StreamConsumer = config()
+        let mut config = config();
+        config
             .set("group.id", unique_name("kps-bench-raw"))
             .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .context("consumer")?;
+            .set("enable.auto.commit", "false");
+        if latency {
+            config.set("fetch.wait.max.ms", LATENCY_FETCH_WAIT_MS.to_string());
+        }
+        let consumer: StreamConsumer = config.create().context("consumer")?;
         consumer.subscribe(&[&self.topic]).context("subscribe")?;
         Ok(Box::new(Received { consumer, latency }))
     }
@@ -312,7 +329,7 @@ impl EgressEnd for KafkaEgress {
             let consumer: StreamConsumer = config()
                 .set("group.id", "kps-bench-reader-unused")
                 .set("enable.auto.commit", "false")
-                .set("fetch.wait.max.ms", "5")
+                .set("fetch.wait.max.ms", LATENCY_FETCH_WAIT_MS.to_string())
                 .create()
                 .context("consumer")?;
             let mut partitions = TopicPartitionList::new();

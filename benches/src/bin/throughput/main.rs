@@ -23,6 +23,7 @@ mod report;
 mod rtsp;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,7 +63,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<ExitCode> {
     let args = Args::parse();
     if let Some(unknown) = args.only.iter().find(|n| !CONNECTORS.contains(&n.as_str())) {
         bail!(
@@ -115,13 +116,14 @@ async fn main() -> Result<()> {
         args.out.join("throughput.md").display(),
         args.out.join("throughput.json").display()
     );
-    if !report.failures.is_empty() {
-        for failure in &report.failures {
-            eprintln!("failed: {failure}");
-        }
-        bail!("{} measurement(s) failed", report.failures.len());
+    if report.failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(())
+    for failure in &report.failures {
+        eprintln!("failed: {failure}");
+    }
+    eprintln!("{} measurement(s) failed", report.failures.len());
+    Ok(ExitCode::FAILURE)
 }
 
 /// Every measurement of connector `name`.

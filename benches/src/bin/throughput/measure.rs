@@ -36,6 +36,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// (`--max-batch-records` default: the connector packs what is waiting, up to 256).
 const INGRESS_RECORDS_PER_MESSAGE: usize = 256;
 
+/// The connector's default `--max-batch-bytes`: a TransportMessage stays under NATS's 1 MiB.
+const MAX_BATCH_BYTES: usize = 921_600;
+
 /// The size of the records of the latency runs.
 pub const LATENCY_RECORD_BYTES: usize = 100;
 
@@ -164,12 +167,14 @@ impl Observer for NatsObserver {
 }
 
 /// What an observer saw during a run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Observed {
     /// Records seen.
     pub count: u64,
-    /// When the first arrived.
-    pub first: Option<Instant>,
+    /// When the observer started.
+    pub started: Instant,
+    /// When the first tenth of the records had arrived, and how many had then.
+    pub tenth: Option<(Instant, u64)>,
     /// When the last arrived.
     pub last: Option<Instant>,
     /// Latencies in nanoseconds (latency runs).
@@ -177,12 +182,27 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Records per second between the first arrival and the last (start-up, consumer group
-    /// joins and the like left out).
+    fn new() -> Self {
+        Self {
+            count: 0,
+            started: Instant::now(),
+            tenth: None,
+            last: None,
+            latencies: Vec::new(),
+        }
+    }
+
+    /// The steady rate, records per second over the last nine tenths: from the arrival that
+    /// completed the first tenth to the last arrival (stream start-up, consumer group joins and
+    /// a first large batch left out). When nearly everything came at once, from the observer's
+    /// start instead.
     pub fn rate(&self) -> f64 {
-        match (self.first, self.last) {
-            (Some(first), Some(last)) if self.count > 1 && last > first => {
-                (self.count - 1) as f64 / (last - first).as_secs_f64()
+        match (self.tenth, self.last) {
+            (Some((tenth, then)), Some(last)) if last > tenth && self.count > then => {
+                (self.count - then) as f64 / (last - tenth).as_secs_f64()
+            }
+            (_, Some(last)) if last > self.started => {
+                self.count as f64 / (last - self.started).as_secs_f64()
             }
             _ => f64::NAN,
         }
@@ -230,8 +250,8 @@ async fn watch(
     what: &str,
     progress: &AtomicU64,
 ) -> Result<Observed> {
-    let mut observed = Observed::default();
-    let mut active = Instant::now();
+    let mut observed = Observed::new();
+    let mut active = observed.started;
     while observed.count < n {
         let arrived = observer.next(POLL).await?;
         let now = Instant::now();
@@ -245,9 +265,11 @@ async fn watch(
             continue;
         }
         active = now;
-        observed.first.get_or_insert(now);
         observed.last = Some(now);
         observed.count += arrived.count;
+        if observed.tenth.is_none() && observed.count * 10 >= n {
+            observed.tenth = Some((now, observed.count));
+        }
         observed.latencies.extend(arrived.latencies);
         progress.store(observed.count, Ordering::Relaxed);
     }
@@ -316,6 +338,10 @@ pub trait System: Send + Sync {
     /// What the platform publishes on NATS for the connector to write out, for `record`.
     fn egress_record(&self, record: &Bytes) -> Bytes {
         record.clone()
+    }
+    /// The ingress stream's metadata for the latency runs (default: `metadata` unchanged).
+    fn latency_metadata(&self, metadata: Value) -> Value {
+        metadata
     }
     /// Records per tick of the paced sender (a tick every `batch` ms keeps 1,000 records/s).
     fn latency_batch(&self) -> usize {
@@ -438,6 +464,8 @@ pub async fn publish_paced(
 /// The raw async-nats baseline: `n` records of `size` bytes published on a subject and
 /// received by a subscriber on the same server, `per_message` records per TransportMessage.
 pub async fn nats_baseline(size: usize, n: u64, per_message: usize) -> Result<f64> {
+    // As the connector's batcher: at most `--max-batch-bytes` (default 921,600) per message.
+    let per_message = per_message.min((MAX_BATCH_BYTES / size.max(1)).max(1));
     let probe = NatsProbe::connect().await;
     let subject = unique_name("kps.bench.raw");
     let observer = NatsObserver::subscribe(&probe, &subject, false, stamp).await;
@@ -470,34 +498,66 @@ pub enum Paced<'a> {
     },
 }
 
-/// Sends `total` records of [`LATENCY_RECORD_BYTES`], `batch` every `batch` ms (1,000 records/s),
-/// each stamped when its tick comes.
-pub async fn send_paced(mut to: Paced<'_>, total: u64, batch: usize) -> Result<()> {
+/// Sends `records` to `to`.
+async fn send_to(to: &mut Paced<'_>, records: &[Bytes]) -> Result<()> {
+    match to {
+        Paced::Outside(end) => end.send(records).await,
+        Paced::RawEgress(end) => end.raw_send(records).await,
+        Paced::Nats {
+            probe,
+            subject,
+            system,
+        } => {
+            let shaped: Vec<Bytes> = records.iter().map(|r| system.egress_record(r)).collect();
+            probe.publish_records(subject, &shaped, 1).await;
+            Ok(())
+        }
+    }
+}
+
+/// Sends `batch` records and waits until `observer` saw them: the path is then running
+/// (connected, subscribed, its consumer group joined) when the latency run starts.
+async fn warm_up(to: &mut Paced<'_>, observer: &mut dyn Observer, batch: usize) -> Result<()> {
+    let records: Vec<Bytes> = (0..batch.max(1) as u64)
+        .map(|seq| record(now_nanos(), seq, LATENCY_RECORD_BYTES))
+        .collect();
+    send_to(to, &records).await?;
+    let deadline = Instant::now() + IDLE;
+    let mut seen = 0;
+    while seen < records.len() as u64 {
+        if Instant::now() > deadline {
+            bail!("the warm-up records did not come through within {IDLE:?}");
+        }
+        seen += observer.next(POLL).await?.count;
+    }
+    Ok(())
+}
+
+/// After a warm-up, sends `total` records of [`LATENCY_RECORD_BYTES`], `batch` every `batch` ms
+/// (1,000 records/s), each stamped when its tick comes, while `observer` measures their latency.
+async fn send_paced(
+    mut to: Paced<'_>,
+    mut observer: Box<dyn Observer>,
+    total: u64,
+    batch: usize,
+    what: String,
+) -> Result<Observed> {
     let batch = batch.max(1);
+    warm_up(&mut to, observer.as_mut(), batch).await?;
+    let watch = Watch::start(observer, total, what);
     let period = Duration::from_secs_f64(batch as f64 / f64::from(LATENCY_RATE));
     let mut tick = tokio::time::interval(period);
     let mut seq = 0u64;
     while seq < total {
         tick.tick().await;
         let now = now_nanos();
-        let batch: Vec<Bytes> = (0..batch as u64)
+        let records: Vec<Bytes> = (0..batch as u64)
             .map(|k| record(now, seq + k, LATENCY_RECORD_BYTES))
             .collect();
-        match &mut to {
-            Paced::Outside(end) => end.send(&batch).await?,
-            Paced::RawEgress(end) => end.raw_send(&batch).await?,
-            Paced::Nats {
-                probe,
-                subject,
-                system,
-            } => {
-                let shaped: Vec<Bytes> = batch.iter().map(|r| system.egress_record(r)).collect();
-                probe.publish_records(subject, &shaped, 1).await;
-            }
-        }
-        seq += batch.len() as u64;
+        send_to(&mut to, &records).await?;
+        seq += records.len() as u64;
     }
-    Ok(())
+    watch.finish().await
 }
 
 /// The `p`th percentile (0 to 1, nearest rank) of latencies in nanoseconds, in milliseconds.
@@ -745,18 +805,15 @@ async fn connector_latency(
             let subject = unique_name("kps.bench.lat.in");
             let observer =
                 NatsObserver::subscribe(&probe, &subject, true, system.ingress_stamp()).await;
+            let metadata = system.latency_metadata(end.metadata());
             apply(
                 &mut process,
-                &[StreamDecl::ingress(
-                    "bench-lat",
-                    subject.as_str(),
-                    end.metadata(),
-                )],
+                &[StreamDecl::ingress("bench-lat", subject.as_str(), metadata)],
             )
             .await?;
-            let watch = Watch::start(Box::new(observer), total, format!("{name} latency"));
-            send_paced(Paced::Outside(end.as_mut()), total, batch).await?;
-            let observed = watch.finish().await?;
+            let to = Paced::Outside(end.as_mut());
+            let what = format!("{name} latency");
+            let observed = send_paced(to, Box::new(observer), total, batch, what).await?;
             process.kill().await;
             end.cleanup().await;
             observed
@@ -774,14 +831,13 @@ async fn connector_latency(
             )
             .await?;
             let observer = end.observer(true).await?;
-            let watch = Watch::start(observer, total, format!("{name} latency"));
             let to = Paced::Nats {
                 probe: &probe,
                 subject: &subject,
                 system,
             };
-            send_paced(to, total, batch).await?;
-            let observed = watch.finish().await?;
+            let what = format!("{name} latency");
+            let observed = send_paced(to, observer, total, batch, what).await?;
             process.kill().await;
             end.cleanup().await;
             observed
@@ -798,18 +854,16 @@ async fn raw_latency(system: &dyn System, way: Way, total: u64) -> Result<Observ
         Way::Ingress => {
             let mut end = system.ingress(LATENCY_RECORD_BYTES).await?;
             let reader = end.raw_reader(true).await?;
-            let watch = Watch::start(reader, total, what);
-            send_paced(Paced::Outside(end.as_mut()), total, batch).await?;
-            let observed = watch.finish().await?;
+            let observed =
+                send_paced(Paced::Outside(end.as_mut()), reader, total, batch, what).await?;
             end.cleanup().await;
             Ok(observed)
         }
         Way::Egress => {
             let mut end = system.egress(LATENCY_RECORD_BYTES).await?;
             let observer = end.observer(true).await?;
-            let watch = Watch::start(observer, total, what);
-            send_paced(Paced::RawEgress(end.as_mut()), total, batch).await?;
-            let observed = watch.finish().await?;
+            let to = Paced::RawEgress(end.as_mut());
+            let observed = send_paced(to, observer, total, batch, what).await?;
             end.cleanup().await;
             Ok(observed)
         }
@@ -839,15 +893,18 @@ mod tests {
     }
 
     #[test]
-    fn rates_count_from_the_first_arrival() {
-        let first = Instant::now();
-        let observed = Observed {
-            count: 101,
-            first: Some(first),
-            last: Some(first + Duration::from_secs(2)),
-            latencies: Vec::new(),
-        };
+    fn rates_are_steady_rates_over_the_last_nine_tenths() {
+        let start = Instant::now();
+        let mut observed = Observed::new();
+        observed.started = start;
+        observed.count = 110;
+        observed.tenth = Some((start + Duration::from_secs(5), 10));
+        observed.last = Some(start + Duration::from_secs(7));
         assert!((observed.rate() - 50.0).abs() < 1e-9);
-        assert!(Observed::default().rate().is_nan());
+        // Everything at once: from the observer's start.
+        observed.tenth = Some((start + Duration::from_secs(1), 110));
+        observed.last = Some(start + Duration::from_secs(1));
+        assert!((observed.rate() - 110.0).abs() < 1e-9);
+        assert!(Observed::new().rate().is_nan());
     }
 }

@@ -158,18 +158,20 @@ impl System for Mqtt {
     }
 
     async fn egress(&self, _size: usize) -> Result<Box<dyn EgressEnd>> {
+        // Connected now, so that the raw writer's run does not include connecting.
+        let (publisher, _) = Client::connect(self.port, None).await?;
         Ok(Box::new(MqttEgress {
             url: self.url(),
             port: self.port,
             topic: format!("bench/{}", unique_name("out")),
             subscriber: None,
-            publisher: None,
+            publisher,
         }))
     }
 
     fn notes(&self) -> Vec<String> {
         vec![
-            "mqtt: a private Mosquitto with an unlimited per-client queue (max_queued_messages 0), otherwise defaults; qos 1 everywhere; ingress records are published while the reader runs (MQTT keeps nothing for a subscriber that is not there); the raw client is a rumqttc subscriber (ingress) or publisher (egress, window 256 like the connector's sink).".to_owned(),
+            "mqtt: a private Mosquitto with an unlimited per-client queue (max_queued_messages 0), otherwise defaults (set_tcp_nodelay false: the connector's sink waits for every PUBACK of a batch, and the broker holds its last PUBACKs back until the connector's delayed ACK, which is what limits egress here; see the connector's README); qos 1 everywhere; ingress records are published while the reader runs (MQTT keeps nothing for a subscriber that is not there); the raw client is a rumqttc subscriber (ingress) or publisher (egress, window 256 like the connector's sink).".to_owned(),
             "mqtt 1,000 streams: the MQTT connector with 1,000 ingress streams on distinct topics of the private broker, each its own MQTT connection (the connector's design), clean sessions; RSS read 2 s after one record went through each.".to_owned(),
         ]
     }
@@ -318,7 +320,7 @@ struct MqttEgress {
     port: u16,
     topic: String,
     subscriber: Option<Client>,
-    publisher: Option<Client>,
+    publisher: Client,
 }
 
 #[async_trait]
@@ -334,19 +336,16 @@ impl EgressEnd for MqttEgress {
     }
 
     async fn raw_write(&mut self, records: &[Bytes]) -> Result<()> {
-        if self.publisher.is_none() {
-            self.publisher = Some(Client::connect(self.port, None).await?.0);
-        }
-        let publisher = self.publisher.as_ref().context("the publisher")?;
         for record in records {
-            publisher.publish(&self.topic, record.clone()).await?;
+            self.publisher.publish(&self.topic, record.clone()).await?;
         }
         Ok(())
     }
 
     async fn cleanup(self: Box<Self>) {
-        for client in [self.subscriber, self.publisher].into_iter().flatten() {
-            client.close().await;
+        self.publisher.close().await;
+        if let Some(subscriber) = self.subscriber {
+            subscriber.close().await;
         }
     }
 }

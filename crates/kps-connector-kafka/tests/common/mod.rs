@@ -1,12 +1,15 @@
-//! What the Kafka tests share: the broker's address, topics, and a plain rdkafka producer and
-//! reader to write into and read back from the real broker.
+//! What the Kafka tests share: the broker's address, topics, a plain rdkafka producer and
+//! reader to write into and read back from the real broker, and a private tansu broker for the
+//! tests that put the testkit's fault proxy in front of it.
 
 use std::collections::BTreeMap;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kps_connector_core::Bytes;
-use kps_connector_core::testkit::service_unavailable;
+use kps_connector_core::testkit::{TestCertificates, service_unavailable};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -36,9 +39,63 @@ pub fn require_broker() {
     }
 }
 
-fn config(brokers: &str) -> ClientConfig {
+/// How the tests' own clients reach a cluster: its bootstrap servers and the librdkafka
+/// settings they need besides (TLS).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    settings: Vec<(&'static str, String)>,
+}
+
+impl Cluster {
+    /// A cluster reached over TLS trusting the CA of `certs`; with `client_certificate` the
+    /// clients also present the client certificate (mutual TLS).
+    pub fn tls(brokers: &str, certs: &TestCertificates, client_certificate: bool) -> Self {
+        let path = |path: &std::path::Path| path.display().to_string();
+        let mut settings = vec![
+            ("security.protocol", "ssl".to_owned()),
+            ("ssl.ca.location", path(&certs.ca)),
+        ];
+        if client_certificate {
+            settings.push(("ssl.certificate.location", path(&certs.client_cert)));
+            settings.push(("ssl.key.location", path(&certs.client_key)));
+        }
+        Self {
+            brokers: brokers.to_owned(),
+            settings,
+        }
+    }
+}
+
+impl From<&str> for Cluster {
+    fn from(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            settings: Vec::new(),
+        }
+    }
+}
+
+impl From<&String> for Cluster {
+    fn from(brokers: &String) -> Self {
+        Self::from(brokers.as_str())
+    }
+}
+
+impl From<&Cluster> for Cluster {
+    fn from(cluster: &Cluster) -> Self {
+        cluster.clone()
+    }
+}
+
+fn config(cluster: impl Into<Cluster>) -> ClientConfig {
+    let cluster = cluster.into();
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
+    config.set("bootstrap.servers", &cluster.brokers);
+    for (name, value) in &cluster.settings {
+        config.set(*name, value);
+    }
     config
 }
 
@@ -48,9 +105,9 @@ pub async fn create_topic(topic: &str, partitions: i32) {
     create_topic_on(&brokers(), topic, partitions).await;
 }
 
-/// [`create_topic`] on the cluster at `brokers`.
-pub async fn create_topic_on(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = config(brokers).create().expect("admin client");
+/// [`create_topic`] on `cluster` (its bootstrap servers, or a [`Cluster`]).
+pub async fn create_topic_on(cluster: impl Into<Cluster>, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config(cluster).create().expect("admin client");
     let results = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -88,9 +145,9 @@ pub fn producer() -> FutureProducer {
     producer_for(&brokers())
 }
 
-/// [`producer`] for the cluster at `brokers`.
-pub fn producer_for(brokers: &str) -> FutureProducer {
-    config(brokers)
+/// [`producer`] for `cluster` (its bootstrap servers, or a [`Cluster`]).
+pub fn producer_for(cluster: impl Into<Cluster>) -> FutureProducer {
+    config(cluster)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
@@ -160,9 +217,9 @@ impl TopicReader {
         Self::on(&brokers(), topic, partitions)
     }
 
-    /// [`TopicReader::new`] on the cluster at `brokers`.
-    pub fn on(brokers: &str, topic: &str, partitions: i32) -> Self {
-        let consumer: StreamConsumer = config(brokers)
+    /// [`TopicReader::new`] on `cluster` (its bootstrap servers, or a [`Cluster`]).
+    pub fn on(cluster: impl Into<Cluster>, topic: &str, partitions: i32) -> Self {
+        let consumer: StreamConsumer = config(cluster)
             .set("group.id", "kps-test-reader-unused")
             .set("enable.auto.commit", "false")
             .create()
@@ -210,4 +267,81 @@ pub fn order_violation<K: Ord + std::fmt::Debug>(arrivals: &[(K, u64)]) -> Optio
         }
     }
     None
+}
+
+/// The tansu binary `cargo xtask services up` built: `KPS_TANSU_BIN`, or the newest under
+/// `~/.cache/kps-connectors/tools/tansu-*/bin/tansu`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("KPS_TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|cache| cache.join("kps-connectors").join("tools"));
+    let mut candidates: Vec<PathBuf> = cache
+        .and_then(|tools| std::fs::read_dir(tools).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("bin").join("tansu"))
+        .filter(|path| path.is_file())
+        .collect();
+    candidates.sort();
+    candidates.pop().unwrap_or_else(|| {
+        service_unavailable(
+            "the tansu broker binary",
+            "not built; run `cargo xtask services up`",
+        )
+    })
+}
+
+/// A tansu broker of the test's own, listening on `listen` and advertising `advertised` (the
+/// fault proxy in front of it, so that every connection of every client goes through the
+/// proxy); killed on drop.
+pub struct PrivateBroker {
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl PrivateBroker {
+    /// Starts the broker and waits until it listens.
+    pub async fn start(listen: SocketAddr, advertised: SocketAddr) -> Self {
+        let data = tempfile::tempdir().expect("a data directory");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--cluster-id", "kps-private"])
+            .args(["--listener-url", &format!("tcp://{listen}")])
+            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(data.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {listen}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, _data: data }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address nothing listens on yet.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }
