@@ -177,7 +177,10 @@ async fn data_suite_ingress_survives_sigkill() {
     let report = DataSuite::new(3000)
         .ingress_crash(
             Path::new(env!("CARGO_BIN_EXE_kps-connector-kafka")),
-            json!({"brokers": brokers(), "topic": system.name, "start": "earliest"}),
+            // A short session timeout: the killed member's partition moves to its successor
+            // within seconds instead of the default 45.
+            json!({"brokers": brokers(), "topic": system.name, "start": "earliest",
+                   "properties": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}}),
             &system,
         )
         .await;
