@@ -54,5 +54,5 @@ pub use error::{ConnectorError, ConnectorResult};
 pub use events::{Severity, State};
 pub use options::RuntimeOptions;
 pub use params::{PasswordSource, Secret};
-pub use sink::{RejectedRecord, Sink, WriteOutcome};
+pub use sink::{PendingWrite, RejectedRecord, Sink, WriteOutcome};
 pub use source::{Acknowledge, Source, SourceBatch};

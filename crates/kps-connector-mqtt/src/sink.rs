@@ -19,7 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kps_connector_core::events::alert_ids;
 use kps_connector_core::{
-    ConnectorError, ConnectorResult, Severity, Sink, StreamContext, WriteOutcome, async_trait,
+    ConnectorError, ConnectorResult, PendingWrite, Severity, Sink, StreamContext, WriteOutcome,
+    async_trait,
 };
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use tokio::sync::{Notify, oneshot};
@@ -32,6 +33,9 @@ use crate::source::qos;
 
 /// Publishes queued for the event loop beyond the in-flight window.
 const REQUEST_CAPACITY: usize = 256;
+
+/// Batches sent and waiting for their PUBACKs at once (the core's egress window).
+const PENDING_WRITES: usize = 4;
 
 /// How long opening may take (connect and CONNACK).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -166,24 +170,9 @@ impl MqttSink {
     }
 
     /// Waits until every publish handed over so far is confirmed.
-    async fn confirmed(&self) -> ConnectorResult<()> {
-        let progress = &self.progress;
-        progress.target.store(self.sent, Ordering::SeqCst);
-        loop {
-            if progress.confirmed.load(Ordering::SeqCst) >= self.sent {
-                return Ok(());
-            }
-            if progress.broken.load(Ordering::SeqCst) {
-                return Err(progress.error(&self.broker));
-            }
-            progress.notify.notified().await;
-        }
-    }
-}
-
-#[async_trait]
-impl Sink for MqttSink {
-    async fn write(&mut self, records: &[Bytes]) -> ConnectorResult<WriteOutcome> {
+    /// Publishes every record (refusing those that cannot be an MQTT message), without waiting
+    /// for the broker's acknowledgements.
+    async fn publish_all(&mut self, records: &[Bytes]) -> ConnectorResult<WriteOutcome> {
         let mut outcome = WriteOutcome::default();
         for (index, record) in records.iter().enumerate() {
             let (topic, qos, retain, payload) = match self.envelope {
@@ -214,8 +203,55 @@ impl Sink for MqttSink {
             }
             self.publish(topic, qos, retain, payload).await?;
         }
+        Ok(outcome)
+    }
+
+    async fn confirmed(&self) -> ConnectorResult<()> {
+        wait_confirmed(&self.progress, self.sent, &self.broker).await
+    }
+}
+
+/// Waits until the broker acknowledged the first `target` messages of the connection.
+async fn wait_confirmed(
+    progress: &Progress,
+    target: u64,
+    broker: &BrokerUrl,
+) -> ConnectorResult<()> {
+    progress.target.store(target, Ordering::SeqCst);
+    loop {
+        if progress.confirmed.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        if progress.broken.load(Ordering::SeqCst) {
+            return Err(progress.error(broker));
+        }
+        progress.notify.notified().await;
+    }
+}
+
+#[async_trait]
+impl Sink for MqttSink {
+    async fn write(&mut self, records: &[Bytes]) -> ConnectorResult<WriteOutcome> {
+        let outcome = self.publish_all(records).await?;
         self.confirmed().await?;
         Ok(outcome)
+    }
+
+    async fn send(&mut self, records: &[Bytes]) -> ConnectorResult<PendingWrite> {
+        let outcome = self.publish_all(records).await?;
+        let progress = self.progress.clone();
+        let broker = self.broker.clone();
+        let target = self.sent;
+        Ok(Box::pin(async move {
+            wait_confirmed(&progress, target, &broker).await?;
+            Ok(outcome)
+        }))
+    }
+
+    /// The broker acknowledges in the order it received the messages (MQTT 3.1.1 section 4.6),
+    /// so later batches may be sent while earlier ones wait for their PUBACKs.
+    fn max_pending_writes(&self) -> usize {
+        PENDING_WRITES
     }
 
     async fn close(&mut self) -> ConnectorResult<()> {

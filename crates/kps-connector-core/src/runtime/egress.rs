@@ -6,6 +6,7 @@
 //! the same batch written again. An undecodable message is counted, alerted, dead-lettered where
 //! configured, and skipped.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use crate::backoff::Backoff;
 use crate::config::dead_letter_subject;
 use crate::context::StreamContext;
 use crate::events::{Severity, State, alert_ids};
-use crate::sink::{Sink, WriteOutcome};
+use crate::sink::{PendingWrite, Sink, WriteOutcome};
 use crate::transport::{Delivery, Subscription, wire};
 
 /// Deliveries taken from the transport and the records they hold.
@@ -76,68 +77,208 @@ async fn write_loop(
     sink: &mut Box<dyn Sink>,
 ) -> Result<(), StreamError> {
     let max_records = deps.batch.max_records.max(1);
+    // Batches sent and not confirmed yet, oldest first.
+    let mut pending: VecDeque<(Batch, PendingWrite)> = VecDeque::new();
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => return Ok(()),
-            next = subscription.next() => next,
-        };
-        let Some(first) = first else {
-            return Err(StreamError::Transport(
-                crate::transport::TransportError::Unavailable("subscription ended".to_owned()),
-            ));
-        };
-        let mut batch = Batch::default();
-        take(deps, ctx, &mut batch, first?).await?;
-        while batch.records.len() < max_records {
-            match subscription.try_next() {
-                Some(delivery) => take(deps, ctx, &mut batch, delivery?).await?,
-                None => break,
-            }
-        }
-        // Write, reopening the sink with backoff until it takes the batch or we are cancelled.
-        loop {
-            match try_write(sink.as_mut(), &batch.records).await {
-                Ok(outcome) => {
-                    finish(deps, ctx, std::mem::take(&mut batch), outcome).await?;
-                    backoff.reset();
-                    break;
-                }
-                Err(e) if e.is_retryable() => {
-                    ctx.metrics.error();
-                    ctx.metrics.restart();
-                    tracing::warn!(error = %e, "sink write failed; reopening");
-                    ctx.events
-                        .status(&ctx.stream_id, State::Unhealthy, format!("retrying: {e}"));
-                    ctx.alert(alert_ids::CONNECTION, Severity::Warning, e.to_string());
-                    loop {
-                        if !backoff.wait(&ctx.cancel).await {
-                            // Stopping with an unwritten batch: it is not acknowledged, so a
-                            // durable transport delivers it again.
-                            return Ok(());
+        let window = sink.max_pending_writes().max(1);
+        let failed = if pending.len() >= window {
+            // The window is full: wait for the oldest confirmation.
+            complete_oldest(deps, ctx, backoff, &mut pending).await?
+        } else {
+            let next = match pending.front_mut() {
+                None => tokio::select! {
+                    biased;
+                    _ = ctx.cancel.cancelled() => return Ok(()),
+                    next = subscription.next() => next,
+                },
+                Some((_, confirmation)) => tokio::select! {
+                    biased;
+                    _ = ctx.cancel.cancelled() => {
+                        // Stopping: what was sent is confirmed and acknowledged first.
+                        while !pending.is_empty() {
+                            if let Some(e) = complete_oldest(deps, ctx, backoff, &mut pending).await? {
+                                return Err(e.into());
+                            }
                         }
-                        match deps.connector.open_sink(ctx.clone(), params).await {
-                            Ok(new_sink) => {
-                                *sink = new_sink;
-                                report_open(ctx, "writing");
-                                break;
+                        return Ok(());
+                    }
+                    outcome = confirmation => {
+                        match outcome {
+                            Ok(outcome) => {
+                                if let Some((batch, _)) = pending.pop_front() {
+                                    finish(deps, ctx, batch, outcome).await?;
+                                    backoff.reset();
+                                }
+                                continue;
                             }
                             Err(e) if e.is_retryable() => {
-                                ctx.events.status(
-                                    &ctx.stream_id,
-                                    State::Unhealthy,
-                                    format!("retrying: {e}"),
-                                );
-                                ctx.alert(alert_ids::CONNECTION, Severity::Warning, e.to_string());
+                                recover(deps, ctx, params, backoff, sink, &mut pending, None, e).await?;
+                                continue;
                             }
                             Err(e) => return Err(e.into()),
                         }
                     }
+                    next = subscription.next() => next,
+                },
+            };
+            let Some(first) = next else {
+                return Err(StreamError::Transport(
+                    crate::transport::TransportError::Unavailable("subscription ended".to_owned()),
+                ));
+            };
+            let mut batch = Batch::default();
+            take(deps, ctx, &mut batch, first?).await?;
+            while batch.records.len() < max_records {
+                match subscription.try_next() {
+                    Some(delivery) => take(deps, ctx, &mut batch, delivery?).await?,
+                    None => break,
+                }
+            }
+            if batch.deliveries.is_empty() {
+                continue;
+            }
+            match try_send(sink.as_mut(), &batch.records).await {
+                Ok(confirmation) => {
+                    pending.push_back((batch, confirmation));
+                    None
+                }
+                Err(e) if e.is_retryable() => {
+                    recover(
+                        deps,
+                        ctx,
+                        params,
+                        backoff,
+                        sink,
+                        &mut pending,
+                        Some(batch),
+                        e,
+                    )
+                    .await?;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(e) = failed {
+            recover(deps, ctx, params, backoff, sink, &mut pending, None, e).await?;
+        }
+    }
+}
+
+/// Waits for the oldest pending confirmation and finishes its batch; returns the retryable error
+/// if the confirmation failed (the batch stays pending, to be sent again).
+async fn complete_oldest(
+    deps: &StreamDeps,
+    ctx: &StreamContext,
+    backoff: &mut Backoff,
+    pending: &mut VecDeque<(Batch, PendingWrite)>,
+) -> Result<Option<crate::ConnectorError>, StreamError> {
+    let Some((_, confirmation)) = pending.front_mut() else {
+        return Ok(None);
+    };
+    match confirmation.await {
+        Ok(outcome) => {
+            if let Some((batch, _)) = pending.pop_front() {
+                finish(deps, ctx, batch, outcome).await?;
+                backoff.reset();
+            }
+            Ok(None)
+        }
+        Err(e) if e.is_retryable() => Ok(Some(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// After a failed send or confirmation: reopens the sink with backoff, then sends every
+/// unconfirmed batch again, oldest first (then `failed`, the batch whose send failed), until
+/// they are all sent or the stream is cancelled (unsent batches are not acknowledged, so a
+/// durable transport delivers them again).
+#[allow(clippy::too_many_arguments)]
+async fn recover(
+    deps: &StreamDeps,
+    ctx: &StreamContext,
+    params: &ParsedParams,
+    backoff: &mut Backoff,
+    sink: &mut Box<dyn Sink>,
+    pending: &mut VecDeque<(Batch, PendingWrite)>,
+    failed: Option<Batch>,
+    error: crate::ConnectorError,
+) -> Result<(), StreamError> {
+    let mut unsent: Vec<Batch> = pending.drain(..).map(|(batch, _)| batch).collect();
+    unsent.extend(failed);
+    let mut error = error;
+    loop {
+        ctx.metrics.error();
+        ctx.metrics.restart();
+        tracing::warn!(error = %error, "sink write failed; reopening");
+        ctx.events.status(
+            &ctx.stream_id,
+            State::Unhealthy,
+            format!("retrying: {error}"),
+        );
+        ctx.alert(alert_ids::CONNECTION, Severity::Warning, error.to_string());
+        loop {
+            if !backoff.wait(&ctx.cancel).await {
+                // Stopping with unwritten batches: they are not acknowledged.
+                return Ok(());
+            }
+            match deps.connector.open_sink(ctx.clone(), params).await {
+                Ok(new_sink) => {
+                    *sink = new_sink;
+                    report_open(ctx, "writing");
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    ctx.events
+                        .status(&ctx.stream_id, State::Unhealthy, format!("retrying: {e}"));
+                    ctx.alert(alert_ids::CONNECTION, Severity::Warning, e.to_string());
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+        // Send again, oldest first, keeping within the new sink's window.
+        let mut resend = std::mem::take(&mut unsent).into_iter();
+        let mut failure = None;
+        for batch in resend.by_ref() {
+            if pending.len() >= sink.max_pending_writes().max(1)
+                && let Some(e) = complete_oldest(deps, ctx, backoff, pending).await?
+            {
+                unsent.extend(pending.drain(..).map(|(batch, _)| batch));
+                unsent.push(batch);
+                failure = Some(e);
+                break;
+            }
+            match try_send(sink.as_mut(), &batch.records).await {
+                Ok(confirmation) => pending.push_back((batch, confirmation)),
+                Err(e) if e.is_retryable() => {
+                    unsent.extend(pending.drain(..).map(|(batch, _)| batch));
+                    unsent.push(batch);
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match failure {
+            None => return Ok(()),
+            Some(e) => {
+                unsent.extend(resend);
+                error = e;
+            }
+        }
     }
+}
+
+async fn try_send(
+    sink: &mut dyn Sink,
+    records: &[Bytes],
+) -> Result<PendingWrite, crate::ConnectorError> {
+    if records.is_empty() {
+        return Ok(Box::pin(std::future::ready(
+            Ok(WriteOutcome::all_written()),
+        )));
+    }
+    sink.send(records).await
 }
 
 async fn try_write(
