@@ -103,20 +103,10 @@ async fn write_loop(
                         return Ok(());
                     }
                     outcome = confirmation => {
-                        match outcome {
-                            Ok(outcome) => {
-                                if let Some((batch, _)) = pending.pop_front() {
-                                    finish(deps, ctx, batch, outcome).await?;
-                                    backoff.reset();
-                                }
-                                continue;
-                            }
-                            Err(e) if e.is_retryable() => {
-                                recover(deps, ctx, params, backoff, sink, &mut pending, None, e).await?;
-                                continue;
-                            }
-                            Err(e) => return Err(e.into()),
+                        if let Some(e) = settle_oldest(deps, ctx, backoff, &mut pending, outcome).await? {
+                            recover(deps, ctx, params, backoff, sink, &mut pending, None, e).await?;
                         }
+                        continue;
                     }
                     next = subscription.next() => next,
                 },
@@ -176,7 +166,21 @@ async fn complete_oldest(
     let Some((_, confirmation)) = pending.front_mut() else {
         return Ok(None);
     };
-    match confirmation.await {
+    let outcome = confirmation.await;
+    settle_oldest(deps, ctx, backoff, pending, outcome).await
+}
+
+/// Handles the oldest pending batch's confirmation `outcome`: a confirmed batch is finished
+/// (dead letters, acknowledgements) and leaves the window; a retryable error is returned with
+/// the batch still pending, to be sent again.
+async fn settle_oldest(
+    deps: &StreamDeps,
+    ctx: &StreamContext,
+    backoff: &mut Backoff,
+    pending: &mut VecDeque<(Batch, PendingWrite)>,
+    outcome: Result<WriteOutcome, crate::ConnectorError>,
+) -> Result<Option<crate::ConnectorError>, StreamError> {
+    match outcome {
         Ok(outcome) => {
             if let Some((batch, _)) = pending.pop_front() {
                 finish(deps, ctx, batch, outcome).await?;
@@ -281,16 +285,6 @@ async fn try_send(
     sink.send(records).await
 }
 
-async fn try_write(
-    sink: &mut dyn Sink,
-    records: &[Bytes],
-) -> Result<WriteOutcome, crate::ConnectorError> {
-    if records.is_empty() {
-        return Ok(WriteOutcome::all_written());
-    }
-    sink.write(records).await
-}
-
 /// Adds a delivery to the batch, or handles it as undecodable.
 async fn take(
     deps: &StreamDeps,
@@ -333,7 +327,7 @@ async fn write_batch(
     sink: &mut dyn Sink,
     batch: Batch,
 ) -> Result<(), StreamError> {
-    let outcome = try_write(sink, &batch.records).await?;
+    let outcome = try_send(sink, &batch.records).await?.await?;
     finish(deps, ctx, batch, outcome).await
 }
 

@@ -23,7 +23,7 @@ use super::process::ConnectorProcess;
 use super::unique_name;
 use crate::connector::Connector;
 use crate::events::State;
-use crate::options::TransportKind;
+use crate::options::{RuntimeOptions, TransportKind};
 
 /// The outside system of a connector, as the data suite drives it.
 #[async_trait]
@@ -124,7 +124,16 @@ async fn running_stream<C: Connector + Clone>(
     connector: C,
     stream: StreamDecl,
 ) -> TestConnector<C> {
-    let mut running = TestConnector::start(connector).await;
+    running_stream_with(connector, stream, |_| {}).await
+}
+
+/// [`running_stream`] after `adjust` changed the runtime options.
+async fn running_stream_with<C: Connector + Clone>(
+    connector: C,
+    stream: StreamDecl,
+    adjust: impl FnOnce(&mut RuntimeOptions),
+) -> TestConnector<C> {
+    let mut running = TestConnector::start_with(connector, adjust).await;
     let id = stream.id.clone();
     running
         .apply(vec![stream])
@@ -352,13 +361,13 @@ impl DataSuite {
         let mut arrivals = probe.subscribe(&channel).await;
         let proxy = FaultProxy::start(nats_addr()).await;
         let proxied = format!("nats://{}", proxy.addr());
-        let mut running = TestConnector::start_with(connector, |o| o.nats_url = proxied).await;
         let id = "data-natscut-in";
-        running
-            .apply(vec![StreamDecl::ingress(id, channel.as_str(), metadata)])
-            .await
-            .unwrap_or_else(|status| panic!("stream `{id}` refused: {status}"));
-        running.wait_for_state(id, State::Healthy, STATE_WAIT).await;
+        let mut running = running_stream_with(
+            connector,
+            StreamDecl::ingress(id, channel.as_str(), metadata),
+            |o| o.nats_url = proxied,
+        )
+        .await;
         let third = self.records / 3;
         let sent = self.records(system, 0..self.records);
 
@@ -400,17 +409,16 @@ impl DataSuite {
         let channel = unique_name("kps.data.natscut.out");
         let proxy = FaultProxy::start(nats_addr()).await;
         let proxied = format!("nats://{}", proxy.addr());
-        let mut running = TestConnector::start_with(connector, |o| {
-            o.nats_url = proxied;
-            o.transport = TransportKind::Jetstream;
-        })
-        .await;
         let id = "data-natscut-out";
-        running
-            .apply(vec![StreamDecl::egress(id, channel.as_str(), metadata)])
-            .await
-            .unwrap_or_else(|status| panic!("stream `{id}` refused: {status}"));
-        running.wait_for_state(id, State::Healthy, STATE_WAIT).await;
+        let mut running = running_stream_with(
+            connector,
+            StreamDecl::egress(id, channel.as_str(), metadata),
+            |o| {
+                o.nats_url = proxied;
+                o.transport = TransportKind::Jetstream;
+            },
+        )
+        .await;
         let probe = NatsProbe::connect().await;
         let third = self.records / 3;
         let sent = self.records(system, 0..self.records);
@@ -462,12 +470,7 @@ impl DataSuite {
             channel.as_str(),
             metadata,
         )];
-        let start = || {
-            ConnectorProcess::builder(binary, connector_id.as_str())
-                .state_dir(state.path())
-                .jetstream()
-                .start()
-        };
+        let start = || jetstream_process(binary, &connector_id, state.path());
         let two_thirds = self.records * 2 / 3;
         let sent = self.records(system, 0..self.records);
 
@@ -515,12 +518,7 @@ impl DataSuite {
             channel.as_str(),
             metadata,
         )];
-        let start = || {
-            ConnectorProcess::builder(binary, connector_id.as_str())
-                .state_dir(state.path())
-                .jetstream()
-                .start()
-        };
+        let start = || jetstream_process(binary, &connector_id, state.path());
         let two_thirds = self.records * 2 / 3;
         let sent = self.records(system, 0..self.records);
 
@@ -570,6 +568,15 @@ fn nats_addr() -> std::net::SocketAddr {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .unwrap_or_else(|| super::service_unavailable("NATS", format!("bad address {url}")))
+}
+
+/// The built connector `binary` as instance `connector_id` in JetStream mode, keeping its state
+/// in `state` (the same for a restarted process).
+fn jetstream_process(binary: &Path, connector_id: &str, state: &Path) -> ConnectorProcess {
+    ConnectorProcess::builder(binary, connector_id)
+        .state_dir(state)
+        .jetstream()
+        .start()
 }
 
 /// The JetStream stream the connector creates for `subject` when none covers it.

@@ -245,16 +245,7 @@ impl<C: Connector + Clone> TestConnector<C> {
 
     /// The current events.
     pub async fn events(&mut self) -> Vec<EventView> {
-        let request = proto::GetEventsRequest {
-            connector_id: self.options.connector_id.clone(),
-        };
-        let response = self.client.get_events(request).await.expect("GetEvents");
-        response
-            .into_inner()
-            .event_payloads
-            .into_iter()
-            .filter_map(event_view)
-            .collect()
+        fetch_events(&mut self.client, &self.options.connector_id).await
     }
 
     /// Waits until the stream's status is `state`; panics with the events seen after `timeout`.
@@ -262,10 +253,7 @@ impl<C: Connector + Clone> TestConnector<C> {
         let deadline = Instant::now() + timeout;
         loop {
             let events = self.events().await;
-            if events
-                .iter()
-                .any(|e| e.kind == "status" && e.stream_id == stream_id && e.state == state)
-            {
+            if has_status(&events, stream_id, state) {
                 return;
             }
             if Instant::now() >= deadline {
@@ -320,6 +308,30 @@ impl<C: Connector + Clone> TestConnector<C> {
     pub async fn shutdown(mut self) {
         self.stop().await;
     }
+}
+
+/// GetEvents of `connector_id`, as [`EventView`]s.
+pub(crate) async fn fetch_events(
+    client: &mut ConnectorServiceClient<Channel>,
+    connector_id: &str,
+) -> Vec<EventView> {
+    let request = proto::GetEventsRequest {
+        connector_id: connector_id.to_owned(),
+    };
+    let response = client.get_events(request).await.expect("GetEvents");
+    response
+        .into_inner()
+        .event_payloads
+        .into_iter()
+        .filter_map(event_view)
+        .collect()
+}
+
+/// Whether `events` hold a status of `stream_id` in `state`.
+pub(crate) fn has_status(events: &[EventView], stream_id: &str, state: State) -> bool {
+    events
+        .iter()
+        .any(|e| e.kind == "status" && e.stream_id == stream_id && e.state == state)
 }
 
 /// A Status or Alert as an [`EventView`].

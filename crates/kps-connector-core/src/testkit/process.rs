@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
-use super::harness::{EventView, StreamDecl, event_view, grpc_client};
+use super::harness::{EventView, StreamDecl, fetch_events, grpc_client, has_status};
 use crate::events::State;
 use crate::proto;
 use crate::proto::connector_service_client::ConnectorServiceClient;
@@ -184,21 +184,8 @@ impl ConnectorProcess {
 
     /// The current events.
     pub async fn events(&mut self) -> Vec<EventView> {
-        let request = proto::GetEventsRequest {
-            connector_id: self.connector_id.clone(),
-        };
-        let response = self
-            .client()
-            .await
-            .get_events(request)
-            .await
-            .expect("GetEvents");
-        response
-            .into_inner()
-            .event_payloads
-            .into_iter()
-            .filter_map(event_view)
-            .collect()
+        let connector_id = self.connector_id.clone();
+        fetch_events(self.client().await, &connector_id).await
     }
 
     /// Waits until the stream's status is `state`; panics with the events and the log after
@@ -207,10 +194,7 @@ impl ConnectorProcess {
         let deadline = Instant::now() + timeout;
         loop {
             let events = self.events().await;
-            if events
-                .iter()
-                .any(|e| e.kind == "status" && e.stream_id == stream_id && e.state == state)
-            {
+            if has_status(&events, stream_id, state) {
                 return;
             }
             if Instant::now() >= deadline {
