@@ -45,6 +45,11 @@ impl std::fmt::Debug for ClientSettings {
     }
 }
 
+/// Requests (acknowledgements, publishes) the event loop writes before one flush: a batch's
+/// PUBACKs or publishes leave in one socket write instead of one write each (the workspace's
+/// patched rumqttc, `vendor/rumqttc`).
+const REQUEST_BATCH: usize = 256;
+
 /// Builds the MQTT options of a stream: reads the password and the CA file now, so a rotated
 /// secret is picked up when the stream reconnects.
 pub async fn settings(
@@ -66,6 +71,7 @@ pub async fn settings(
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
         .set_inflight(inflight.max(1))
         .set_request_channel_capacity(request_capacity)
+        .set_max_request_batch(REQUEST_BATCH)
         .set_manual_acks(manual_acks);
     if let Some(user) = &params.username {
         let password = params.password_source().load().await?;

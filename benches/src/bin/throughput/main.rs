@@ -43,6 +43,10 @@ struct Args {
     /// A smoke run: ten times fewer records, shorter latency and RTSP runs.
     #[arg(long)]
     quick: bool,
+    /// Multiplies the record counts of the throughput runs (e.g. 10 for a run long enough to
+    /// profile the connector process while it moves records).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    scale: u64,
     /// Only these connectors, comma-separated (mqtt, amqp, mysql, kafka, rtsp).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -79,7 +83,7 @@ async fn main() -> Result<ExitCode> {
             .map(Path::to_path_buf)
             .context("this program has no folder")?,
     };
-    let settings = Settings::new(args.quick);
+    let settings = Settings::new(args.quick, args.scale);
     let mut report = Report::new(&settings);
     let started = Instant::now();
     for &name in CONNECTORS {

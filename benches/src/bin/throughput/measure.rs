@@ -61,12 +61,15 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The full run, or the quick one.
-    pub fn new(quick: bool) -> Self {
-        let scale = if quick { 10 } else { 1 };
+    /// The full run, or the quick one, with the throughput runs' record counts times `scale`.
+    pub fn new(quick: bool, scale: u64) -> Self {
+        let divide = if quick { 10 } else { 1 };
         Self {
             quick,
-            sizes: vec![(100, 100_000 / scale), (10_000, 10_000 / scale)],
+            sizes: vec![
+                (100, 100_000 * scale / divide),
+                (10_000, 10_000 * scale / divide),
+            ],
             latency_secs: if quick { 2 } else { 5 },
             rtsp_secs: if quick { 3 } else { 10 },
             many_streams: 1_000,
