@@ -1,20 +1,22 @@
 //! Egress: an idempotent producer (`enable.idempotence=true`, so `acks=all` and no reordering or
-//! duplicates from librdkafka's own retries); a write returns only when every record of the batch
-//! has its delivery report.
+//! duplicates from librdkafka's own retries); a batch is confirmed only when every one of its
+//! records has its delivery report. Up to [`PENDING_WRITES`] batches wait for their reports at
+//! once (pipelined through [`Sink::send`]).
 //!
-//! Delivery reports come back through the producer's context with the record's index in the
-//! batch as the opaque value (no allocation per record). A record the cluster refuses for what it
+//! Delivery reports come back through the producer's context with the batch's generation and
+//! the record's index in the batch as the opaque value (no allocation per record). A record the cluster refuses for what it
 //! is (too large, invalid) is reported in [`WriteOutcome::rejected`]: the core alerts and
 //! dead-letters it. Any other failed delivery (timeout, connection, fenced producer) fails the
 //! write as retryable: the core reopens the sink and writes the batch again (at least once).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kps_connector_core::context::StreamContext;
 use kps_connector_core::{
-    Bytes, ConnectorError, ConnectorResult, Severity, Sink, WriteOutcome, async_trait,
+    Bytes, ConnectorError, ConnectorResult, PendingWrite, Severity, Sink, WriteOutcome, async_trait,
 };
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -33,37 +35,77 @@ const CONNECTION_ALERT: &str = kps_connector_core::events::alert_ids::CONNECTION
 /// record before reporting it failed (librdkafka's default is 5 minutes).
 const MESSAGE_TIMEOUT_MS: u64 = 30_000;
 
-/// `linger.ms` unless the stream's properties set it. A write queues its whole batch at once and
-/// then waits for the reports, so lingering only adds latency to every batch; 1 ms still packs
-/// the batch into few requests (measured: 5 ms, librdkafka's default, halves the throughput).
-const LINGER_MS: &str = "1";
+/// Batches queued in librdkafka and waiting for their delivery reports at once (the core's
+/// egress window): enough to keep every partition's requests full while earlier batches'
+/// acknowledgements travel back. With batches in flight, librdkafka's own `linger.ms` (5 ms)
+/// packs requests without delaying the next batch; 1 ms, which serial writes needed, made its
+/// broker thread spin (measured: 4.1 -> 1.8 CPU-s per million records with the default).
+const PENDING_WRITES: usize = 8;
 
-/// The delivery reports of the batch being written.
+/// What one sent batch's delivery reports said so far.
 #[derive(Default)]
-struct Batch {
-    /// Which write the reports belong to (reports of an abandoned earlier write are ignored).
-    generation: u32,
+struct Reports {
     /// Records sent and not yet reported.
     pending: usize,
     /// Failed records: index in the batch and error.
     failures: Vec<(usize, KafkaError)>,
 }
 
-/// The producer's context: collects delivery reports and reports cluster-wide errors.
+/// One sent batch: its reports, and what wakes its confirmation when the last one arrived.
+#[derive(Default)]
+struct SentBatch {
+    reports: Mutex<Reports>,
+    reported: Notify,
+}
+
+impl SentBatch {
+    fn reports(&self) -> MutexGuard<'_, Reports> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The producer's context: hands delivery reports to the batches they belong to and reports
+/// cluster-wide errors.
 struct ProducerEvents {
     ctx: StreamContext,
-    batch: Mutex<Batch>,
-    reported: Notify,
+    /// The batches sent and not yet confirmed, by generation, oldest first (at most the sink's
+    /// pending-writes window, so a lookup is a short scan).
+    batches: Mutex<VecDeque<(u32, Arc<SentBatch>)>>,
     alerted: AtomicBool,
     /// The last broker failure librdkafka logged, for the alerts' messages.
     failures: BrokerFailures,
 }
 
 impl ProducerEvents {
-    fn batch(&self) -> MutexGuard<'_, Batch> {
-        self.batch
+    fn batches(&self) -> MutexGuard<'_, VecDeque<(u32, Arc<SentBatch>)>> {
+        self.batches
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts tracking the reports of a batch; drops batches whose confirmation was abandoned.
+    fn track(&self, generation: u32) -> Arc<SentBatch> {
+        let batch = Arc::new(SentBatch::default());
+        let mut batches = self.batches();
+        batches.retain(|(_, sent)| Arc::strong_count(sent) > 1);
+        batches.push_back((generation, batch.clone()));
+        batch
+    }
+
+    /// Stops tracking a confirmed batch.
+    fn forget(&self, generation: u32) {
+        self.batches().retain(|(g, _)| *g != generation);
+    }
+
+    /// Resolves the connection alert once deliveries succeed again.
+    fn delivered(&self) {
+        if self.alerted.swap(false, Ordering::AcqRel) {
+            self.failures.clear();
+            self.ctx
+                .resolve_alert(CONNECTION_ALERT, "kafka deliveries succeed again");
+        }
     }
 }
 
@@ -87,7 +129,7 @@ impl ClientContext for ProducerEvents {
     }
 }
 
-/// The opaque value of a record: the write's generation and the record's index.
+/// The opaque value of a record: the batch's generation and the record's index.
 fn opaque(generation: u32, index: usize) -> usize {
     ((generation as usize) << 32) | (index & 0xffff_ffff)
 }
@@ -98,16 +140,18 @@ impl ProducerContext for ProducerEvents {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let generation = (opaque >> 32) as u32;
         let index = opaque & 0xffff_ffff;
-        let mut batch = self.batch();
-        if batch.generation != generation {
+        let batches = self.batches();
+        // A report of an abandoned batch (its confirmation dropped) has nobody to tell.
+        let Some((_, batch)) = batches.iter().find(|(g, _)| *g == generation) else {
             return;
-        }
+        };
+        let mut reports = batch.reports();
         if let Err((error, _)) = result {
-            batch.failures.push((index, error.clone()));
+            reports.failures.push((index, error.clone()));
         }
-        batch.pending = batch.pending.saturating_sub(1);
-        if batch.pending == 0 {
-            self.reported.notify_one();
+        reports.pending = reports.pending.saturating_sub(1);
+        if reports.pending == 0 {
+            batch.reported.notify_one();
         }
     }
 }
@@ -138,9 +182,6 @@ pub(crate) async fn open(
             MESSAGE_TIMEOUT_MS
         }
     };
-    if !params.properties.contains_key("linger.ms") {
-        config.set("linger.ms", LINGER_MS);
-    }
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -150,8 +191,7 @@ pub(crate) async fn open(
         );
     let events = ProducerEvents {
         ctx: ctx.clone(),
-        batch: Mutex::default(),
-        reported: Notify::new(),
+        batches: Mutex::default(),
         alerted: AtomicBool::new(false),
         failures: BrokerFailures::default(),
     };
@@ -227,9 +267,14 @@ impl KafkaSink {
             .ok_or_else(|| ConnectorError::retryable("the kafka producer is closed"))
     }
 
-    /// Hands every record to librdkafka (waiting while its queue is full); records that cannot
-    /// be keyed or that librdkafka refuses at once go to `outcome`.
-    async fn send_all(&self, records: &[Bytes], outcome: &mut WriteOutcome) -> ConnectorResult<()> {
+    /// Hands every record to librdkafka (waiting while its queue is full), counting each in
+    /// `batch`; records that cannot be keyed or that librdkafka refuses at once go to `outcome`.
+    async fn send_all(
+        &self,
+        records: &[Bytes],
+        batch: &SentBatch,
+        outcome: &mut WriteOutcome,
+    ) -> ConnectorResult<()> {
         let producer = self.producer()?;
         for (index, record) in records.iter().enumerate() {
             let key = match &self.key {
@@ -249,7 +294,7 @@ impl KafkaSink {
                 message = message.key(&key[..]);
             }
             // Counted before the send: the report may arrive before `send` returns.
-            self.events.batch().pending += 1;
+            batch.reports().pending += 1;
             loop {
                 match producer.send(message) {
                     Ok(()) => break,
@@ -258,7 +303,7 @@ impl KafkaSink {
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                     Err((error, _)) => {
-                        self.events.batch().pending -= 1;
+                        batch.reports().pending -= 1;
                         if refuses_the_record(&error) {
                             outcome.reject(index, format!("refused by librdkafka: {error}"));
                             break;
@@ -270,63 +315,82 @@ impl KafkaSink {
         }
         Ok(())
     }
+}
 
-    /// Waits until every record sent has its delivery report.
-    async fn wait_for_reports(&self) -> ConnectorResult<()> {
-        let deadline = tokio::time::Instant::now() + self.report_timeout;
-        loop {
-            // `notify_one` keeps a permit when nobody waits, so no report is missed between
-            // the check and the wait.
-            if self.events.batch().pending == 0 {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, self.events.reported.notified())
-                .await
-                .is_err()
-            {
-                return Err(ConnectorError::retryable(format!(
-                    "no delivery report from kafka within {:?}",
-                    self.report_timeout
-                )));
-            }
+/// Waits until every record of `batch` has its delivery report, then turns the reports into
+/// the batch's outcome: records refused for what they are join `outcome`, any other failure
+/// fails the batch (retryable).
+async fn confirm(
+    events: Arc<ProducerEvents>,
+    generation: u32,
+    batch: Arc<SentBatch>,
+    mut outcome: WriteOutcome,
+    report_timeout: Duration,
+) -> ConnectorResult<WriteOutcome> {
+    let deadline = tokio::time::Instant::now() + report_timeout;
+    loop {
+        // `notify_one` keeps a permit when nobody waits, so no report is missed between the
+        // check and the wait.
+        if batch.reports().pending == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, batch.reported.notified())
+            .await
+            .is_err()
+        {
+            events.forget(generation);
+            return Err(ConnectorError::retryable(format!(
+                "no delivery report from kafka within {report_timeout:?}"
+            )));
         }
     }
+    events.forget(generation);
+    let failures = std::mem::take(&mut batch.reports().failures);
+    let mut retry = None;
+    for (index, error) in failures {
+        if refuses_the_record(&error) {
+            outcome.reject(index, format!("refused by kafka: {error}"));
+        } else if retry.is_none() {
+            retry = Some(client::classify("kafka delivery failed", &error));
+        }
+    }
+    if let Some(error) = retry {
+        return Err(error);
+    }
+    outcome.rejected.sort_by_key(|r| r.index);
+    events.delivered();
+    Ok(outcome)
 }
 
 #[async_trait]
 impl Sink for KafkaSink {
     async fn write(&mut self, records: &[Bytes]) -> ConnectorResult<WriteOutcome> {
-        self.generation = self.generation.wrapping_add(1);
-        {
-            let mut batch = self.events.batch();
-            batch.generation = self.generation;
-            batch.pending = 0;
-            batch.failures.clear();
-        }
-        let mut outcome = WriteOutcome::default();
-        self.send_all(records, &mut outcome).await?;
-        self.wait_for_reports().await?;
+        self.send(records).await?.await
+    }
 
-        let failures = std::mem::take(&mut self.events.batch().failures);
-        let mut retry = None;
-        for (index, error) in failures {
-            if refuses_the_record(&error) {
-                outcome.reject(index, format!("refused by kafka: {error}"));
-            } else if retry.is_none() {
-                retry = Some(client::classify("kafka delivery failed", &error));
-            }
+    async fn send(&mut self, records: &[Bytes]) -> ConnectorResult<PendingWrite> {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let batch = self.events.track(generation);
+        let mut outcome = WriteOutcome::default();
+        if let Err(e) = self.send_all(records, &batch, &mut outcome).await {
+            self.events.forget(generation);
+            return Err(e);
         }
-        if let Some(error) = retry {
-            return Err(error);
-        }
-        outcome.rejected.sort_by_key(|r| r.index);
-        if self.events.alerted.swap(false, Ordering::AcqRel) {
-            self.events.failures.clear();
-            self.events
-                .ctx
-                .resolve_alert(CONNECTION_ALERT, "kafka deliveries succeed again");
-        }
-        Ok(outcome)
+        Ok(Box::pin(confirm(
+            self.events.clone(),
+            generation,
+            batch,
+            outcome,
+            self.report_timeout,
+        )))
+    }
+
+    /// librdkafka keeps a partition's records in order (the producer is idempotent) and reports
+    /// each batch's records, so later batches may be queued while earlier ones wait for their
+    /// reports.
+    fn max_pending_writes(&self) -> usize {
+        PENDING_WRITES
     }
 
     async fn close(&mut self) -> ConnectorResult<()> {

@@ -4,7 +4,7 @@
 //! Ingress reads records that already wait in the topic, as a new consumer group from the
 //! earliest offset; the raw reader is an rdkafka consumer group member (each value copied into
 //! `Bytes`, as the connector does). Egress writes to the topic; the raw writer is an idempotent
-//! producer (acks=all, linger.ms=1, as the connector's sink) awaiting every delivery report;
+//! producer (acks=all, linger.ms=5, librdkafka's default, as the connector's sink) awaiting every delivery report;
 //! arrivals are counted by the partitions' high watermarks, or read by a consumer for the
 //! latency.
 
@@ -129,7 +129,8 @@ impl System for Kafka {
 
     async fn egress(&self, _size: usize) -> Result<Box<dyn EgressEnd>> {
         let topic = self.topic().await?;
-        let producer = producer("1")?;
+        // librdkafka's default linger, as the connector's sink.
+        let producer = producer("5")?;
         // Connected now (metadata fetched), so that the raw writer's run does not include it.
         tokio::task::block_in_place(|| {
             producer
@@ -147,7 +148,7 @@ impl System for Kafka {
 
     fn notes(&self) -> Vec<String> {
         vec![format!(
-            "kafka: tansu (SQLite storage) on loopback, topics of {PARTITIONS} partitions; ingress reads records already in the topic as a new consumer group from the earliest offset (raw: an rdkafka group member with default settings); egress writes without keys (raw: an idempotent rdkafka producer, acks=all, linger.ms=1, every delivery report awaited), arrivals counted by the high watermarks. Latency: tansu answers a fetch only once fetch.wait.max.ms is over (librdkafka's default 500 ms) even when records wait, where Apache Kafka answers as soon as fetch.min.bytes (1) is there; so the ingress latency runs set fetch.wait.max.ms={LATENCY_FETCH_WAIT_MS} (the stream's `properties`, and the raw reader), as does the egress latency reader."
+            "kafka: tansu (SQLite storage) on loopback, topics of {PARTITIONS} partitions; ingress reads records already in the topic as a new consumer group from the earliest offset (raw: an rdkafka group member with default settings); egress writes without keys (raw: an idempotent rdkafka producer, acks=all, linger.ms=5 (librdkafka's default, as the connector), every delivery report awaited), arrivals counted by the high watermarks. Latency: tansu answers a fetch only once fetch.wait.max.ms is over (librdkafka's default 500 ms) even when records wait, where Apache Kafka answers as soon as fetch.min.bytes (1) is there; so the ingress latency runs set fetch.wait.max.ms={LATENCY_FETCH_WAIT_MS} (the stream's `properties`, and the raw reader), as does the egress latency reader."
         )]
     }
 }

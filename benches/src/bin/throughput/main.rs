@@ -47,6 +47,12 @@ struct Args {
     /// profile the connector process while it moves records).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     scale: u64,
+    /// Only this direction (both by default).
+    #[arg(long, value_enum)]
+    way: Option<Way>,
+    /// Only the throughput runs of this record size in bytes (100 or 10000; both by default).
+    #[arg(long)]
+    size: Option<usize>,
     /// Only these connectors, comma-separated (mqtt, amqp, mysql, kafka, rtsp).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -83,7 +89,16 @@ async fn main() -> Result<ExitCode> {
             .map(Path::to_path_buf)
             .context("this program has no folder")?,
     };
-    let settings = Settings::new(args.quick, args.scale);
+    let mut settings = Settings::new(args.quick, args.scale);
+    if let Some(way) = args.way {
+        settings.ways = vec![way];
+    }
+    if let Some(size) = args.size {
+        settings.sizes.retain(|(s, _)| *s == size);
+        if settings.sizes.is_empty() {
+            bail!("--size {size}: the record sizes are 100 and 10000");
+        }
+    }
     let mut report = Report::new(&settings);
     let started = Instant::now();
     for &name in CONNECTORS {
@@ -137,11 +152,11 @@ async fn measure_one(
     settings: &Settings,
     rtsp_script: &Path,
 ) -> Result<Part> {
-    let both = [Way::Ingress, Way::Egress];
+    let both = &settings.ways;
     Ok(match name {
         "mqtt" => {
             let system = Arc::new(mqtt::Mqtt::start().await?);
-            let mut part = run_system(system.clone(), binary, settings, &both).await;
+            let mut part = run_system(system.clone(), binary, settings, both).await;
             println!("mqtt: {} streams in one process", settings.many_streams);
             match system.many_streams(binary, settings.many_streams).await {
                 Ok(memory) => {
@@ -160,7 +175,7 @@ async fn measure_one(
                 Arc::new(amqp::Amqp::connect().await?),
                 binary,
                 settings,
-                &both,
+                both,
             )
             .await
         }
@@ -169,7 +184,7 @@ async fn measure_one(
                 Arc::new(mysql::Mysql::connect().await?),
                 binary,
                 settings,
-                &both,
+                both,
             )
             .await
         }
@@ -178,7 +193,7 @@ async fn measure_one(
                 Arc::new(kafka::Kafka::connect().await?),
                 binary,
                 settings,
-                &both,
+                both,
             )
             .await
         }

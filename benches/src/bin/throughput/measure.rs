@@ -58,6 +58,8 @@ pub struct Settings {
     pub rtsp_secs: u64,
     /// Streams of the "many streams in one process" run.
     pub many_streams: usize,
+    /// The directions measured.
+    pub ways: Vec<Way>,
 }
 
 impl Settings {
@@ -73,6 +75,7 @@ impl Settings {
             latency_secs: if quick { 2 } else { 5 },
             rtsp_secs: if quick { 3 } else { 10 },
             many_streams: 1_000,
+            ways: vec![Way::Ingress, Way::Egress],
         }
     }
 }
@@ -357,7 +360,7 @@ pub trait System: Send + Sync {
 }
 
 /// Ingress or egress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Way {
     /// Outside system to NATS.
     Ingress,
