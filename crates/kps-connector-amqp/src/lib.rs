@@ -4,15 +4,19 @@
 //!
 //! - **ingress** consumes a queue with manual acknowledgements and a prefetch window; a batch of
 //!   deliveries is acknowledged (`basic.ack`, `multiple`) only after the transport confirmed its
-//!   records, so a crash leaves them unacknowledged and RabbitMQ delivers them again. A message
-//!   that cannot be a record is rejected without requeue (the queue's dead-letter exchange gets
-//!   it) and alerted.
-//! - **egress** publishes each record to an exchange with publisher confirms; a write returns
-//!   once every record was confirmed; unroutable records (`mandatory`) are refused (alerted,
-//!   dead-lettered where configured); a nack fails the write as retryable.
+//!   records, so a crash leaves them unacknowledged and RabbitMQ delivers them again. Under load
+//!   the acknowledgements of several confirmed batches go out as one; once the stream has caught
+//!   up, at once. A message that cannot be a record is rejected without requeue (the queue's
+//!   dead-letter exchange gets it) and alerted.
+//! - **egress** publishes each record to an exchange with publisher confirms, pipelined: a batch
+//!   is sent without waiting for the confirms of the ones before it (up to four wait at once),
+//!   and its confirmation resolves once the broker confirmed every record of it; unroutable
+//!   records (`mandatory`) are refused (alerted, dead-lettered where configured); a nack fails
+//!   the batch as retryable.
 //!
 //! See the crate's README.md for the parameters and the delivery guarantees.
 
+mod confirms;
 pub mod connection;
 pub mod envelope;
 pub mod params;

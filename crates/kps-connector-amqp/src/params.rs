@@ -5,7 +5,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// Default `prefetch` (basic.qos prefetch count) of an ingress stream.
-pub const DEFAULT_PREFETCH: u16 = 256;
+///
+/// A delivery stays unacknowledged from its arrival until the transport confirmed its batch
+/// (a publish and a NATS round trip) and, under load, until a quarter of the window is ready to
+/// be acknowledged at once: the window must cover that whole pipeline, or the broker waits for
+/// credit. 1,024 does at the rates one connector process moves; the memory it may hold is the
+/// window times the message size (1 MB at 1 KB messages).
+pub const DEFAULT_PREFETCH: u16 = 1024;
 /// Default `max_record_bytes` of an ingress stream: just under NATS's default 1 MiB max payload.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024 - 1024;
 /// AMQP short strings (queue, exchange, routing key) hold at most 255 bytes.
@@ -47,7 +53,7 @@ pub struct AmqpParams {
     /// Ingress: the queue to consume (required).
     #[serde(default)]
     pub queue: Option<String>,
-    /// Ingress: the basic.qos prefetch count, 1 to 65535 (default 256).
+    /// Ingress: the basic.qos prefetch count, 1 to 65535 (default 1024).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub prefetch: Option<u16>,

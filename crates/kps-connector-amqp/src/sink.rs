@@ -1,27 +1,37 @@
-//! Egress: publish each record to the exchange with publisher confirms; `write` returns once the
-//! broker confirmed every record of the batch.
+//! Egress: publish each record to the exchange with publisher confirms; a batch is confirmed
+//! once the broker confirmed every record of it.
+//!
+//! Pipelined: [`Sink::send`] hands every publish of a batch to the connection in record order,
+//! waits until lapin wrote their frames, and returns the batch's confirmation without waiting
+//! for the broker. Up to [`PENDING_WRITES`] batches wait for their confirms at once; the core
+//! awaits them in the order sent. `write` is `send` followed by its confirmation.
 //!
 //! - An unroutable record (returned by the broker under `mandatory`) is refused in the
-//!   [`WriteOutcome`]: the core raises an Alert and dead-letters it where configured.
+//!   [`WriteOutcome`] of its batch: the core raises an Alert and dead-letters it where
+//!   configured. Returned messages are matched back to their records by body and routing key
+//!   (the `confirms` module tells which batch they belong to).
 //! - A record whose routing key cannot be found (`routing_key_pointer`) is refused the same way.
 //! - A nack (the broker did not take responsibility: a full queue with `reject-publish`, an
-//!   internal error) fails the write as retryable: the core alerts, reopens and writes the batch
-//!   again (at-least-once: records of the batch confirmed before may be published twice).
+//!   internal error) fails the batch's confirmation as retryable: the core alerts, reopens and
+//!   sends every unconfirmed batch again (at-least-once: records of those batches confirmed
+//!   before may be published twice).
 //! - A connection or channel failure is retryable too.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use futures::StreamExt;
+use kps_connector_core::metrics::StreamMetrics;
 use kps_connector_core::{
-    Bytes, ConnectorError, ConnectorResult, Severity, Sink, StreamContext, WriteOutcome,
-    async_trait,
+    Bytes, ConnectorError, ConnectorResult, PendingWrite, Severity, Sink, StreamContext,
+    WriteOutcome, async_trait,
 };
-use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind, PublisherConfirm};
 
+use crate::confirms::{Confirms, Unclaimed};
 use crate::connection::{self, BrokerAddress, describe, is_not_found, retryable};
 use crate::params::{AmqpParams, ExchangeType};
 use crate::routing::Routing;
@@ -31,25 +41,40 @@ pub const UNROUTABLE_METRIC: &str = "amqp_unroutable";
 /// The alert raised while the broker blocks publishing (a memory or disk alarm).
 pub const BLOCKED_ALERT: &str = "broker-blocked";
 
+/// Batches sent and waiting for their publisher confirms at once (the core's egress window).
+///
+/// RabbitMQ confirms a persistent message once its queues have written it to disk, in batches
+/// of its own; with one batch at a time the connector would sit idle for that whole round trip.
+/// Four batches (up to 4 x `--max-batch-records` records) keep the broker busy while it
+/// persists, as the MQTT sink does, and bound what is published again after a failure.
+pub const PENDING_WRITES: usize = 4;
+
 /// An open publisher on one exchange.
 pub struct AmqpSink {
-    ctx: StreamContext,
     connection: Connection,
     channel: Channel,
-    exchange: ShortString,
-    routing: Routing,
     options: BasicPublishOptions,
     properties: BasicProperties,
-    address: BrokerAddress,
+    shared: Arc<Shared>,
     /// Stops the task that watches for connection.blocked when the sink goes.
     _watcher: tokio_util::sync::DropGuard,
+}
+
+/// What the sink and its pending confirmations share.
+struct Shared {
+    exchange: ShortString,
+    routing: Routing,
+    address: BrokerAddress,
+    metrics: StreamMetrics,
+    /// The channel's publisher confirms and the messages they carry back.
+    confirms: Confirms,
 }
 
 impl std::fmt::Debug for AmqpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpSink")
-            .field("address", &self.address.to_string())
-            .field("exchange", &self.exchange)
+            .field("address", &self.shared.address.to_string())
+            .field("exchange", &self.shared.exchange)
             .finish_non_exhaustive()
     }
 }
@@ -85,17 +110,20 @@ impl AmqpSink {
         let watcher = watch_blocked(&ctx, &connection);
         tracing::info!(%address, exchange, "publishing with confirms");
         Ok(Self {
-            ctx,
             connection,
             channel,
-            exchange: exchange.into(),
-            routing,
             options: BasicPublishOptions {
                 mandatory: params.mandatory(),
                 immediate: false,
             },
             properties,
-            address,
+            shared: Arc::new(Shared {
+                exchange: exchange.into(),
+                routing,
+                address,
+                metrics: ctx.metrics().clone(),
+                confirms: Confirms::new(params.mandatory()),
+            }),
             _watcher: watcher,
         })
     }
@@ -197,16 +225,31 @@ enum PublishState<F> {
     Sent(lapin::Result<PublisherConfirm>),
 }
 
-#[async_trait]
-impl Sink for AmqpSink {
-    async fn write(&mut self, records: &[Bytes]) -> ConnectorResult<WriteOutcome> {
+/// A batch whose frames are written and whose confirms are awaited.
+struct Published {
+    /// The batch's number on this channel.
+    batch: u64,
+    /// The batch's records, what returned messages are matched against (none when publishing
+    /// is not mandatory: nothing comes back then).
+    records: Vec<Bytes>,
+    /// Records refused before publishing (no routing key).
+    outcome: WriteOutcome,
+    /// The index of each published record, in publish order.
+    sent: Vec<usize>,
+}
+
+impl AmqpSink {
+    /// Publishes every record that has a routing key and waits until lapin wrote their frames
+    /// (not for the broker's confirms).
+    async fn publish(&self, records: &[Bytes]) -> ConnectorResult<Published> {
+        let shared = &self.shared;
         let mut outcome = WriteOutcome::default();
-        let mut published = Vec::with_capacity(records.len());
         let mut sent = Vec::with_capacity(records.len());
+        let mut publishing = Vec::with_capacity(records.len());
         // Hand every publish to the connection before awaiting any: each future is polled once
-        // right away, which queues its frames and its confirm in record order.
+        // right away, which queues its frames and registers its confirm in record order.
         for (index, record) in records.iter().enumerate() {
-            let key = match self.routing.key_for(record) {
+            let key = match shared.routing.key_for(record) {
                 Ok(key) => key,
                 Err(reason) => {
                     outcome.reject(index, reason);
@@ -215,7 +258,7 @@ impl Sink for AmqpSink {
             };
             sent.push(index);
             let mut future = Box::pin(self.channel.basic_publish(
-                self.exchange.clone(),
+                shared.exchange.clone(),
                 key,
                 self.options,
                 record,
@@ -225,47 +268,49 @@ impl Sink for AmqpSink {
                 Poll::Ready(result) => PublishState::Sent(result),
                 Poll::Pending => PublishState::Sending(future),
             };
-            published.push(state);
+            publishing.push(state);
         }
-        let mut confirms = Vec::with_capacity(published.len());
-        for state in published {
+        let mut confirms = Vec::with_capacity(publishing.len());
+        for state in publishing {
             let result = match state {
                 PublishState::Sending(future) => future.await,
                 PublishState::Sent(result) => result,
             };
             let confirm =
-                result.map_err(|e| retryable(format!("publishing to {}", self.address), &e))?;
+                result.map_err(|e| retryable(format!("publishing to {}", shared.address), &e))?;
             confirms.push(confirm);
         }
-        let mut returned = Vec::new();
-        let mut nacked = 0usize;
-        for confirm in confirms {
-            match confirm.await {
-                Ok(Confirmation::Ack(message)) => returned.extend(message),
-                Ok(Confirmation::Nack(message)) => {
-                    nacked += 1;
-                    returned.extend(message);
-                }
-                Ok(Confirmation::NotRequested) => {}
-                Err(e) => {
-                    return Err(retryable(
-                        format!("awaiting publisher confirms from {}", self.address),
-                        &e,
-                    ));
-                }
-            }
-        }
-        if nacked > 0 {
-            return Err(ConnectorError::retryable(format!(
-                "the broker nacked {nacked} of {} record(s) published to exchange `{}` (a full queue or a broker error); writing them again",
-                records.len(),
-                self.exchange
-            )));
-        }
-        if !returned.is_empty() {
-            self.refuse_returned(records, &sent, returned, &mut outcome)?;
-        }
-        Ok(outcome)
+        let batch = shared.confirms.register(confirms);
+        // Only a mandatory publish can come back: the records are kept to match it.
+        let records = if self.options.mandatory {
+            records.to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(Published {
+            batch,
+            records,
+            outcome,
+            sent,
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for AmqpSink {
+    async fn write(&mut self, records: &[Bytes]) -> ConnectorResult<WriteOutcome> {
+        self.send(records).await?.await
+    }
+
+    async fn send(&mut self, records: &[Bytes]) -> ConnectorResult<PendingWrite> {
+        let published = self.publish(records).await?;
+        Ok(Box::pin(confirmed(self.shared.clone(), published)))
+    }
+
+    /// A batch's confirmation waits for the broker's confirms of its own publishes (and of the
+    /// batches before it) only, so later batches may be sent while earlier ones wait.
+    fn max_pending_writes(&self) -> usize {
+        PENDING_WRITES
     }
 
     async fn close(&mut self) -> ConnectorResult<()> {
@@ -276,48 +321,82 @@ impl Sink for AmqpSink {
     }
 }
 
-impl AmqpSink {
-    /// Maps returned (unroutable) messages back to their records and refuses those. The broker
-    /// returns them in publish order, so each is matched to the next record with its routing
-    /// key and body.
+/// Awaits every confirm of a published batch: Ok once the broker acked them all, with the
+/// unroutable records refused; a nack or a lost channel is a retryable error.
+async fn confirmed(shared: Arc<Shared>, published: Published) -> ConnectorResult<WriteOutcome> {
+    let Published {
+        batch,
+        records,
+        mut outcome,
+        sent,
+    } = published;
+    let nacked = shared.confirms.settle(batch).await.map_err(|e| {
+        retryable(
+            format!("awaiting publisher confirms from {}", shared.address),
+            &e,
+        )
+    })?;
+    if nacked > 0 {
+        return Err(ConnectorError::retryable(format!(
+            "the broker nacked {nacked} of {} record(s) published to exchange `{}` (a full queue or a broker error); writing them again",
+            sent.len(),
+            shared.exchange
+        )));
+    }
+    shared.refuse_returned(batch, &records, &sent, &mut outcome)?;
+    Ok(outcome)
+}
+
+impl Shared {
+    /// Refuses the records of batch `batch` that the broker returned (unroutable): each
+    /// returned message is matched to a record of the batch not matched yet with its body and
+    /// routing key.
     fn refuse_returned(
         &self,
+        batch: u64,
         records: &[Bytes],
         sent: &[usize],
-        returned: Vec<BasicReturnMessage>,
         outcome: &mut WriteOutcome,
     ) -> ConnectorResult<()> {
-        let count = returned.len();
-        let mut next = 0;
-        for message in returned {
-            let delivery = &message.delivery;
-            let found = sent[next..].iter().position(|index| {
-                let record = &records[*index];
-                record[..] == delivery.data[..]
-                    && self
-                        .routing
-                        .key_for(record)
-                        .is_ok_and(|key| key.as_str() == delivery.routing_key.as_str())
-            });
-            let Some(offset) = found else {
-                return Err(ConnectorError::retryable(
-                    "the broker returned a message that matches no record of the batch; writing it again",
-                ));
-            };
+        let mut matched = vec![false; sent.len()];
+        let claimed = self
+            .confirms
+            .claim(batch, |message| {
+                let delivery = &message.delivery;
+                let at = (0..sent.len()).position(|at| {
+                    let record = &records[sent[at]];
+                    !matched[at]
+                        && record[..] == delivery.data[..]
+                        && self
+                            .routing
+                            .key_for(record)
+                            .is_ok_and(|key| key.as_str() == delivery.routing_key.as_str())
+                })?;
+                matched[at] = true;
+                Some(sent[at])
+            })
+            .map_err(|Unclaimed(count)| {
+                ConnectorError::retryable(format!(
+                    "the broker returned {count} message(s) that match no record sent; writing the batch again"
+                ))
+            })?;
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        for (index, message) in &claimed {
             outcome.reject(
-                sent[next + offset],
+                *index,
                 format!(
                     "unroutable: exchange `{}` has no queue for routing key `{}` ({} {})",
                     self.exchange,
-                    delivery.routing_key.as_str(),
+                    message.delivery.routing_key.as_str(),
                     message.reply_code,
                     message.reply_text.as_str()
                 ),
             );
-            next += offset + 1;
         }
         outcome.rejected.sort_by_key(|r| r.index);
-        self.ctx.metrics().count(UNROUTABLE_METRIC, count as u64);
+        self.metrics.count(UNROUTABLE_METRIC, claimed.len() as u64);
         Ok(())
     }
 }

@@ -122,7 +122,17 @@ async fn routing_keys_come_from_the_records_and_unroutable_records_are_refused()
         vec![unroutable, no_key],
         "refused records are dead-lettered"
     );
-    let events = connector.events().await;
+    // The alert follows the dead letters' publish.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let events = loop {
+        let events = connector.events().await;
+        if !events_of(&events, "routed", "record-rejected").is_empty()
+            || std::time::Instant::now() > deadline
+        {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let alerts = events_of(&events, "routed", "record-rejected");
     assert_eq!(alerts.len(), 1, "{events:#?}");
     assert!(has_status(&events, "routed", State::Healthy), "{events:#?}");
@@ -131,6 +141,105 @@ async fn routing_keys_come_from_the_records_and_unroutable_records_are_refused()
             .collect(1, Duration::from_millis(300))
             .await
             .is_empty()
+    );
+
+    connector.shutdown().await;
+    rabbit.delete(&queue).await;
+    let _ = rabbit
+        .channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+}
+
+/// Batches of four records, up to four of them waiting for their confirms at once: every
+/// unroutable record is refused by the batch it belongs to, exactly once, while the broker's
+/// confirms (and the returned messages they carry) cross batch boundaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_refuse_exactly_their_unroutable_records() {
+    let rabbit = Rabbit::connect().await;
+    let exchange = unique_name("kps_amqp_ex");
+    let queue = unique_name("kps_amqp_pipelined");
+    rabbit
+        .channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange.declare");
+    rabbit.queue(&queue, &[]).await;
+    rabbit
+        .channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "sensor".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue.bind");
+    let mut arrivals = rabbit.consumer(&queue).await;
+
+    let mut connector = TestConnector::start_with(AmqpConnector, |o| o.max_batch_records = 4).await;
+    let channel = unique_name("kps.amqp.pipelined");
+    let dead_letters = format!("{channel}.dead");
+    connector
+        .set_config(json!({"dead_letter_subject": dead_letters}))
+        .await
+        .expect("config accepted");
+    let probe = NatsProbe::connect().await;
+    let mut dead = probe.subscribe(&dead_letters).await;
+    connector
+        .apply(vec![StreamDecl::egress(
+            "pipelined",
+            channel.as_str(),
+            json!({"url": amqp_url(), "exchange": exchange, "routing_key_pointer": "/kind"}),
+        )])
+        .await
+        .expect("stream accepted");
+    connector
+        .wait_for_state("pipelined", State::Healthy, TIMEOUT)
+        .await;
+    let sent: Vec<Bytes> = (0..400)
+        .map(|i| {
+            let kind = if i % 7 == 3 {
+                "nobody-listens"
+            } else {
+                "sensor"
+            };
+            Bytes::from(format!(r#"{{"kind":"{kind}","v":{i}}}"#))
+        })
+        .collect();
+    let (unroutable, routed): (Vec<Bytes>, Vec<Bytes>) = sent
+        .iter()
+        .cloned()
+        .partition(|r| r.starts_with(br#"{"kind":"nobody"#));
+    probe.publish_records(&channel, &sent, 1).await;
+
+    assert_eq!(arrivals.collect(routed.len(), TIMEOUT).await, routed);
+    assert_eq!(dead.collect(unroutable.len(), TIMEOUT).await, unroutable);
+    assert!(
+        arrivals
+            .collect(1, Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    assert!(dead.collect(1, Duration::from_millis(300)).await.is_empty());
+    let events = connector.events().await;
+    assert!(
+        events_of(&events, "pipelined", "connection").is_empty(),
+        "no write failed: {events:#?}"
+    );
+    let metrics = connector.metrics_text().await;
+    let unroutable_count = format!("{}", unroutable.len());
+    assert!(
+        metrics.lines().any(|l| l.contains("amqp_unroutable")
+            && l.contains("pipelined")
+            && l.ends_with(&unroutable_count)),
+        "{metrics}"
     );
 
     connector.shutdown().await;

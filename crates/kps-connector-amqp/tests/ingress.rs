@@ -5,9 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Rabbit, amqp_url, assert_all_in_order, events_of, has_status, records};
+use common::{AMQP_ADDR, Rabbit, amqp_url, assert_all_in_order, events_of, has_status, records};
 use kps_connector_amqp::AmqpConnector;
-use kps_connector_core::testkit::{NatsProbe, StreamDecl, TestConnector, unique_name};
+use kps_connector_core::testkit::{
+    FaultProxy, NatsProbe, StreamDecl, TestConnector, collect_until_complete, unique_name,
+};
 use kps_connector_core::{Bytes, State};
 use lapin::types::{AMQPValue, LongString};
 use serde_json::json;
@@ -47,6 +49,63 @@ async fn ingress_moves_10000_records_in_order_and_leaves_the_queue_empty() {
         0,
         "every delivery was acknowledged"
     );
+    rabbit.delete(&queue).await;
+}
+
+/// Acknowledgements are coalesced while the stream is behind, but once it has caught up every
+/// confirmed delivery is acknowledged: a connection lost then gives nothing back to the queue,
+/// so nothing comes twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_stream_has_acknowledged_everything() {
+    let rabbit = Rabbit::connect().await;
+    let proxy = FaultProxy::start(AMQP_ADDR.parse().expect("address")).await;
+    let queue = unique_name("kps_amqp_caught_up");
+    rabbit.queue(&queue, &[]).await;
+    let sent = records(0..5_000);
+    rabbit.publish(&queue, &sent).await;
+
+    let mut connector = TestConnector::start(AmqpConnector).await;
+    let channel = unique_name("kps.amqp.caught_up");
+    let probe = NatsProbe::connect().await;
+    let mut arrivals = probe.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "caught-up",
+            channel.as_str(),
+            json!({"url": format!("amqp://{}/%2f", proxy.addr()), "queue": queue}),
+        )])
+        .await
+        .expect("stream accepted");
+    let mut received = arrivals.collect(5_000, TIMEOUT).await;
+    assert_eq!(received.len(), 5_000, "records arrived");
+    // The last batch's acknowledgement follows its confirmation round trip.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A lost connection requeues what was not acknowledged: nothing, here.
+    proxy.cut();
+    connector
+        .wait_for_state("caught-up", State::Unhealthy, TIMEOUT)
+        .await;
+    proxy.restore();
+    connector
+        .wait_for_state("caught-up", State::Healthy, TIMEOUT)
+        .await;
+    let more = records(5_000..5_010);
+    rabbit.publish(&queue, &more).await;
+    let all: Vec<Bytes> = sent.iter().chain(&more).cloned().collect();
+    received.extend(
+        collect_until_complete(&all, &received, TIMEOUT, async || {
+            arrivals
+                .collect(all.len(), Duration::from_millis(500))
+                .await
+        })
+        .await,
+    );
+    received.extend(arrivals.collect(1, Duration::from_millis(500)).await);
+    assert_eq!(assert_all_in_order(&all, &received), 0, "no duplicates");
+
+    connector.shutdown().await;
+    assert_eq!(rabbit.ready(&queue).await, 0);
     rabbit.delete(&queue).await;
 }
 

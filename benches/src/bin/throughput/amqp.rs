@@ -1,7 +1,7 @@
 //! AMQP: the connector beside lapin, on the RabbitMQ of `cargo xtask services up`.
 //!
 //! Ingress reads records that already wait in a durable queue (written with publisher
-//! confirms, persistent); the raw reader is a lapin consumer with the connector's prefetch (256)
+//! confirms, persistent); the raw reader is a lapin consumer with the connector's default prefetch (1024)
 //! acknowledging with `multiple` every 64 deliveries. Egress publishes to the default exchange
 //! routing to a durable queue; the raw writer is a lapin publisher with confirms, persistent
 //! and mandatory, as the connector's sink; arrivals are counted by the queue's depth.
@@ -27,7 +27,7 @@ use crate::measure::{Arrived, EgressEnd, IngressEnd, Observer, System, stamp};
 const ADDR: &str = "127.0.0.1:5672";
 
 /// The connector's default prefetch.
-const PREFETCH: u16 = 256;
+const PREFETCH: u16 = 1024;
 
 /// Publishes between two waits for confirms.
 const CONFIRM_EVERY: usize = 1_000;
@@ -106,7 +106,7 @@ impl System for Amqp {
     }
 
     fn notes(&self) -> Vec<String> {
-        vec!["amqp: RabbitMQ on loopback, durable queues, persistent messages; ingress reads records already waiting in the queue (raw: lapin consumer, prefetch 256, ack multiple every 64); egress publishes to the default exchange (raw: lapin publisher with confirms, persistent, mandatory) and arrivals are counted by the queue's depth.".to_owned()]
+        vec!["amqp: RabbitMQ on loopback, durable queues, persistent messages; ingress reads records already waiting in the queue (raw: lapin consumer, prefetch 1024 (the connector's default), ack multiple every 64); egress publishes to the default exchange (raw: lapin publisher with confirms, persistent, mandatory) and arrivals are counted by the queue's depth.".to_owned()]
     }
 }
 
