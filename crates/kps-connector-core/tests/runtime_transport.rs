@@ -478,3 +478,54 @@ async fn jetstream_state_survives_a_new_backend() {
         Some(&b"42"[..])
     );
 }
+
+#[tokio::test]
+async fn one_round_trip_confirms_every_batch_published_before_it() {
+    use kps_connector_core::events::EventRegistry;
+    use kps_connector_core::transport::nats::{NatsOptions, NatsTransport};
+    use kps_connector_core::transport::{Transport, wire};
+    let options = NatsOptions {
+        url: kps_connector_core::testkit::nats_url(),
+        name: "confirm-test".into(),
+        confirm_timeout: Duration::from_secs(5),
+        tls: None,
+        credentials: None,
+    };
+    let nats = NatsTransport::connect(&options, EventRegistry::new())
+        .await
+        .unwrap();
+    assert!(nats.wait_connected(Duration::from_secs(5)).await);
+    let probe = kps_connector_core::testkit::NatsProbe::connect().await;
+    let subject = unique_name("kps.confirm");
+    let mut arrivals = probe.subscribe(&subject).await;
+    let before = nats.round_trips();
+
+    // Three batches in flight, confirmed in order: the first confirmation's round trip is
+    // issued after all three were published, so it covers the other two.
+    let mut confirmations = Vec::new();
+    for batch in 0..3u8 {
+        let record = |n: u8| wire::encode(0, &[Bytes::from(vec![n; 8])]);
+        let messages = vec![record(batch), record(batch)];
+        confirmations.push(nats.publish(&subject, messages).await.unwrap());
+    }
+    for confirmation in confirmations {
+        confirmation.await.unwrap();
+    }
+    assert_eq!(nats.round_trips() - before, 1);
+    assert_eq!(
+        arrivals.collect(6, Duration::from_secs(5)).await.len(),
+        6,
+        "every message of the confirmed batches reached the server"
+    );
+
+    // A batch published after the last round trip was issued gets a round trip of its own.
+    let late = nats
+        .publish(
+            &subject,
+            vec![wire::encode(0, &[Bytes::from_static(b"late")])],
+        )
+        .await
+        .unwrap();
+    late.await.unwrap();
+    assert_eq!(nats.round_trips() - before, 2);
+}

@@ -6,7 +6,7 @@
 //! has its records. Egress subscribes in a queue group named after the stream.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
@@ -48,6 +48,24 @@ pub struct NatsTransport {
     confirm_subject: Subject,
     confirm_timeout: Duration,
     connected: Arc<AtomicBool>,
+    confirms: Arc<ConfirmProgress>,
+}
+
+/// Which published batches a server round trip has confirmed.
+///
+/// Every batch published gets the next sequence number once all its messages are handed to the
+/// connection. A round trip confirms every batch numbered before it was issued (the server
+/// answers it only after processing what came before it on the connection), so a batch that an
+/// earlier-issued round trip already covers needs none of its own: with several batches in
+/// flight, one round trip confirms them all.
+#[derive(Debug, Default)]
+struct ConfirmProgress {
+    /// The newest batch handed to the connection.
+    published: AtomicU64,
+    /// The newest batch a completed round trip covers.
+    confirmed: AtomicU64,
+    /// Round trips issued (for tests).
+    round_trips: AtomicU64,
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -103,6 +121,7 @@ impl NatsTransport {
             confirm_subject,
             confirm_timeout: options.confirm_timeout,
             connected,
+            confirms: Arc::default(),
         })
     }
 
@@ -111,23 +130,53 @@ impl NatsTransport {
         &self.client
     }
 
-    /// A confirmation that resolves after a server round trip issued now.
+    /// A confirmation that resolves after a server round trip issued when it is first polled.
     pub(crate) fn round_trip(&self) -> Confirmation {
-        let client = self.client.clone();
-        let subject = self.confirm_subject.clone();
-        let timeout = self.confirm_timeout;
+        let transport = self.clone();
+        Confirmation::new(async move { transport.issue_round_trip().await })
+    }
+
+    /// The confirmation of published batch `batch`: resolves at once if a round trip issued
+    /// after its publishes already completed, and otherwise after a new one.
+    fn confirmation_of(&self, batch: u64) -> Confirmation {
+        let transport = self.clone();
         Confirmation::new(async move {
-            match tokio::time::timeout(timeout, client.request(subject, Bytes::new())).await {
-                Err(_) => Err(TransportError::Unavailable(format!(
-                    "no confirmation from the NATS server within {timeout:?}"
-                ))),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
-                Ok(Err(e)) => Err(TransportError::Unavailable(format!(
-                    "confirmation round trip: {e}"
-                ))),
+            if transport.confirms.confirmed.load(Ordering::Acquire) >= batch {
+                return Ok(());
             }
+            transport.issue_round_trip().await
         })
+    }
+
+    /// Round trips issued so far by this connection's confirmations.
+    #[doc(hidden)]
+    pub fn round_trips(&self) -> u64 {
+        self.confirms.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// One server round trip; on success every batch published before it was issued counts
+    /// as confirmed.
+    async fn issue_round_trip(&self) -> Result<(), TransportError> {
+        // Read before the request is queued: every batch counted here was handed to the
+        // connection before it.
+        let covered = self.confirms.published.load(Ordering::Acquire);
+        self.confirms.round_trips.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.confirm_timeout;
+        let request = self
+            .client
+            .request(self.confirm_subject.clone(), Bytes::new());
+        match tokio::time::timeout(timeout, request).await {
+            Err(_) => Err(TransportError::Unavailable(format!(
+                "no confirmation from the NATS server within {timeout:?}"
+            ))),
+            Ok(Err(e)) if e.kind() != RequestErrorKind::NoResponders => Err(
+                TransportError::Unavailable(format!("confirmation round trip: {e}")),
+            ),
+            Ok(_) => {
+                self.confirms.confirmed.fetch_max(covered, Ordering::AcqRel);
+                Ok(())
+            }
+        }
     }
 
     /// Waits for the connection to be up, at most `timeout`.
@@ -236,7 +285,8 @@ impl Transport for NatsTransport {
                     message: e.to_string(),
                 })?;
         }
-        Ok(self.round_trip())
+        let batch = self.confirms.published.fetch_add(1, Ordering::AcqRel) + 1;
+        Ok(self.confirmation_of(batch))
     }
 
     async fn publish_dead_letter(
