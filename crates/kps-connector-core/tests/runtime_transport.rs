@@ -529,3 +529,44 @@ async fn one_round_trip_confirms_every_batch_published_before_it() {
     late.await.unwrap();
     assert_eq!(nats.round_trips() - before, 2);
 }
+
+#[tokio::test]
+async fn try_next_takes_everything_already_waiting() {
+    use kps_connector_core::events::EventRegistry;
+    use kps_connector_core::transport::nats::{NatsOptions, NatsTransport};
+    use kps_connector_core::transport::{Transport, wire};
+    let options = NatsOptions {
+        url: kps_connector_core::testkit::nats_url(),
+        name: "try-next-test".into(),
+        confirm_timeout: Duration::from_secs(5),
+        tls: None,
+        credentials: None,
+    };
+    let nats = NatsTransport::connect(&options, EventRegistry::new())
+        .await
+        .unwrap();
+    assert!(nats.wait_connected(Duration::from_secs(5)).await);
+    let subject = unique_name("kps.trynext");
+    let mut subscription = nats.subscribe(&subject, "g", "d").await.unwrap();
+    let messages: Vec<Bytes> = (0..600u32)
+        .map(|i| wire::encode(0, &[Bytes::from(i.to_be_bytes().to_vec())]))
+        .collect();
+    nats.publish(&subject, messages)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The first delivery arrives, then everything else is taken without waiting: the task's
+    // cooperative budget (128 polls) must not cut the batch short.
+    let first = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut taken = 1;
+    while let Some(delivery) = subscription.try_next() {
+        delivery.unwrap();
+        taken += 1;
+    }
+    assert_eq!(taken, 600);
+}

@@ -240,7 +240,11 @@ impl Subscription for JetStreamSubscription {
     }
 
     fn try_next(&mut self) -> Option<Result<Delivery, TransportError>> {
-        self.messages.next().now_or_never().flatten().map(delivery)
+        // Unconstrained: see the core NATS subscription's `try_next`.
+        tokio::task::unconstrained(self.messages.next())
+            .now_or_never()
+            .flatten()
+            .map(delivery)
     }
 
     async fn unsubscribe(&mut self) -> Result<(), TransportError> {
