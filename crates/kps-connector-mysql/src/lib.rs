@@ -3,10 +3,12 @@
 //! The MySQL / MariaDB connector: a stream maps onto one table.
 //!
 //! - **Ingress** follows a table with a cursor (`incrementing`, `timestamp` or
-//!   `timestamp+incrementing`) and publishes each new row as a JSON object; the cursor is saved
-//!   in the stream's state once the transport confirmed the rows ([`source`]).
-//! - **Egress** writes JSON objects as rows, with multi-row INSERTs (or upserts) in one
-//!   transaction per batch; records the database refuses are rejected one by one ([`sink`]).
+//!   `timestamp+incrementing`) and publishes each new row as a JSON object; the next query runs
+//!   while the rows of the last one are published, and the cursor is saved in the stream's
+//!   state once the transport confirmed the rows ([`source`]).
+//! - **Egress** writes JSON objects as rows, with multi-row INSERTs (or upserts), a batch's rows
+//!   in one transaction; the next batches are written while a transaction commits, and share
+//!   the next commit; records the database refuses are rejected one by one ([`sink`]).
 //! - **Discovery** lists the tables of the databases in use ([`discover`]).
 //!
 //! The value mapping is in [`record`] (rows to JSON) and [`bind`] (JSON to rows); TLS to the

@@ -1,30 +1,56 @@
 //! Egress: JSON records to rows, with multi-row INSERTs (or INSERT ... ON DUPLICATE KEY UPDATE)
-//! in one transaction per batch.
+//! in transactions committed in order, a batch's rows always in one transaction.
 //!
 //! A record that cannot be written is rejected on its own and the rest of its batch is still
 //! written: records that are not JSON objects, name an unknown column or hold a value of the
 //! wrong type are refused before any SQL runs; when the database refuses a multi-row statement
 //! for a row's content (a duplicate key, a value out of range), that statement's rows are
 //! written again one by one in the same transaction, and only the refused ones are rejected.
+//!
+//! Writes are pipelined ([`Sink::send`]): `send` writes a batch's rows (every INSERT awaited, so
+//! the rows get their auto-increment ids in the order the batches were sent and the refused
+//! ones are known) and returns what resolves once their transaction committed; up to
+//! [`PENDING_WRITES`] batches wait for that at once. A batch opens a transaction (its first
+//! INSERT on an idle connection, at most [`CONNECTIONS`], with autocommit off) and hands it to a
+//! commit task, which sends `COMMIT` as soon as the transaction before it committed. Until then, the batches sent next are written
+//! in the same transaction and share its `COMMIT`: while one transaction commits, the next one
+//! collects what arrives meanwhile, so a busy stream commits larger groups of rows, and a quiet
+//! one commits each batch at once. The commit runs in a task of its own rather than in the
+//! confirmation, so a later batch waiting for a row lock this transaction holds (an upsert of
+//! the same key) never waits for a commit nobody drives. Transactions commit in the order they
+//! were opened; when one fails, the ones after it roll back, and a sink that is dropped (the
+//! core reopens it after an error) rolls back the one it has not started committing: the core
+//! sends every unconfirmed batch again, in order, to the new sink.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use kps_connector_core::{
-    ConnectorError, ConnectorResult, Sink, StreamContext, WriteOutcome, async_trait,
+    ConnectorError, ConnectorResult, PendingWrite, Sink, StreamContext, WriteOutcome, async_trait,
 };
-use sqlx::Connection;
+use sqlx::Executor;
 use sqlx::mysql::MySqlConnection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::bind::{Fields, SqlValue, bind, to_sql};
 use crate::connect::connect;
 use crate::error::{WriteFailure, classify_write, retryable};
 use crate::ident::{quote_name, shown};
-use crate::params::EgressSettings;
+use crate::params::{EgressSettings, TableSettings};
 use crate::schema::{ColumnInfo, TableSchema};
 
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
+
+/// Batches written and waiting for their `COMMIT` at once (the core's egress window).
+pub const PENDING_WRITES: usize = 4;
+
+/// The most connections a sink opens: one while the stream is quiet, two under load (one
+/// transaction committing, the next one written).
+pub const CONNECTIONS: usize = 2;
 
 /// The table a sink writes, with its statement parts.
 #[derive(Debug)]
@@ -57,8 +83,59 @@ impl Row<'_> {
 
 /// The egress sink of one stream.
 pub struct MysqlSink {
-    conn: MySqlConnection,
+    /// Where to open more connections.
+    settings: TableSettings,
     target: Target,
+    /// Connections with no transaction open.
+    idle: Vec<MySqlConnection>,
+    /// The commit tasks of the transactions under way, oldest first; each hands its connection
+    /// back once done (`None` when the connection failed).
+    committing: VecDeque<JoinHandle<Option<MySqlConnection>>>,
+    /// The newest transaction: later batches join it while its `COMMIT` has not started.
+    newest: Option<Arc<Transaction>>,
+    /// Resolves to whether the newest transaction committed: the next one's `COMMIT` waits for
+    /// it.
+    last_commit: Option<oneshot::Receiver<bool>>,
+    /// Why a write failed: the batches sent after it are not written (the core sends them
+    /// again, in order, to the next sink).
+    failed: Option<ConnectorError>,
+}
+
+impl std::fmt::Debug for MysqlSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlSink")
+            .field("table", &self.target.table)
+            .field("idle", &self.idle.len())
+            .field("committing", &self.committing.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MysqlSink {
+    fn drop(&mut self) {
+        // Batches whose commit has not started were not confirmed: the core sends them again to
+        // the next sink, so they are rolled back here rather than written twice.
+        self.abandon_newest();
+    }
+}
+
+/// A transaction open on one connection, and the batches written in it, waiting for its
+/// `COMMIT`.
+struct Transaction {
+    /// Set once its commit task takes it over: later batches start a new transaction.
+    closing: AtomicBool,
+    /// Set when a batch failed in it or the sink gave it up: it is rolled back.
+    failed: AtomicBool,
+    /// Held by `send` while it writes a batch in the transaction, and by the commit task from
+    /// the `COMMIT` on.
+    joined: Arc<tokio::sync::Mutex<Joined>>,
+}
+
+/// What a transaction's writers and its commit task share.
+struct Joined {
+    conn: Option<MySqlConnection>,
+    /// The confirmations of the batches written in the transaction.
+    batches: Vec<oneshot::Sender<ConnectorResult<()>>>,
 }
 
 impl MysqlSink {
@@ -139,6 +216,7 @@ impl MysqlSink {
             .batch_size
             .min(MAX_PLACEHOLDERS / columns.len().max(1))
             .max(1);
+        without_autocommit(&mut conn).await?;
         tracing::info!(
             table = %t.table,
             database = %t.url.shown(),
@@ -147,7 +225,12 @@ impl MysqlSink {
             "writing table"
         );
         Ok(Self {
-            conn,
+            settings: t.clone(),
+            idle: vec![conn],
+            committing: VecDeque::new(),
+            newest: None,
+            last_commit: None,
+            failed: None,
             target: Target {
                 table: t.table.quoted().to_string(),
                 columns,
@@ -158,11 +241,116 @@ impl MysqlSink {
             },
         })
     }
+
+    /// A connection with no transaction open: an idle one, one whose commit finished, a new
+    /// one while fewer than [`CONNECTIONS`] are open, or else the one of the oldest commit once
+    /// it is done.
+    async fn connection(&mut self) -> ConnectorResult<MySqlConnection> {
+        loop {
+            if let Some(conn) = self.idle.pop() {
+                return Ok(conn);
+            }
+            let Some(oldest) = self.committing.front() else {
+                break;
+            };
+            if !oldest.is_finished() && self.committing.len() < CONNECTIONS {
+                break;
+            }
+            if let Some(task) = self.committing.pop_front()
+                && let Ok(Some(conn)) = task.await
+            {
+                self.idle.push(conn);
+            }
+        }
+        let t = &self.settings;
+        let mut conn = connect(&t.url, &t.password, &t.tls).await?;
+        without_autocommit(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// The newest transaction, if a batch may still join it: its commit task has not taken it
+    /// over (it waits for the transaction before it to commit).
+    fn joinable(&self) -> Option<tokio::sync::OwnedMutexGuard<Joined>> {
+        let newest = self.newest.as_ref()?;
+        if newest.closing.load(Ordering::Acquire) || newest.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        // Locked only by the commit task from the `COMMIT` on: then the batch starts anew.
+        newest.joined.clone().try_lock_owned().ok()
+    }
+
+    /// Marks the newest transaction failed unless its commit started: it will be rolled back.
+    fn abandon_newest(&self) {
+        if let Some(newest) = &self.newest
+            && !newest.closing.load(Ordering::Acquire)
+        {
+            newest.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Writes `rows` in the newest transaction when it is still open, else in a new one whose
+    /// commit task starts here. Returns what resolves once the transaction committed.
+    async fn write_rows(
+        &mut self,
+        rows: &[Row<'_>],
+        outcome: &mut WriteOutcome,
+    ) -> ConnectorResult<oneshot::Receiver<ConnectorResult<()>>> {
+        let (done_tx, done_rx) = oneshot::channel();
+        if let Some(mut joined) = self.joinable()
+            && let Some(conn) = joined.conn.as_mut()
+        {
+            if let Err(e) = self.target.insert_all(conn, rows, outcome).await {
+                self.abandon_newest();
+                return Err(e);
+            }
+            joined.batches.push(done_tx);
+            return Ok(done_rx);
+        }
+
+        // On an error the connection is dropped, which rolls its transaction back.
+        let begun = async {
+            // The first statement opens the transaction (autocommit is off).
+            let mut conn = self.connection().await?;
+            self.target.insert_all(&mut conn, rows, outcome).await?;
+            Ok::<_, ConnectorError>(conn)
+        };
+        let conn = match begun.await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.abandon_newest();
+                return Err(e);
+            }
+        };
+        let transaction = Arc::new(Transaction {
+            closing: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            joined: Arc::new(tokio::sync::Mutex::new(Joined {
+                conn: Some(conn),
+                batches: vec![done_tx],
+            })),
+        });
+        let (committed_tx, committed_rx) = oneshot::channel();
+        let earlier = self.last_commit.replace(committed_rx);
+        self.committing.push_back(tokio::spawn(commit(
+            transaction.clone(),
+            earlier,
+            committed_tx,
+        )));
+        self.newest = Some(transaction);
+        Ok(done_rx)
+    }
 }
 
 #[async_trait]
 impl Sink for MysqlSink {
     async fn write(&mut self, records: &[Bytes]) -> ConnectorResult<WriteOutcome> {
+        self.send(records).await?.await
+    }
+
+    async fn send(&mut self, records: &[Bytes]) -> ConnectorResult<PendingWrite> {
+        if let Some(e) = &self.failed {
+            return Ok(failed(e.clone()));
+        }
         let mut outcome = WriteOutcome::default();
         let parsed: Vec<Result<Fields<'_>, String>> = records
             .iter()
@@ -180,44 +368,111 @@ impl Sink for MysqlSink {
             }
         }
         if rows.is_empty() {
-            return Ok(outcome);
+            // Every record was refused: nothing to commit.
+            return Ok(Box::pin(std::future::ready(Ok(outcome))));
         }
-
-        let target = &self.target;
-        let mut tx = self
-            .conn
-            .begin()
-            .await
-            .map_err(|e| retryable("begin a transaction", &e))?;
-        let mut start = 0;
-        while start < rows.len() {
-            let run = rows[start..]
-                .iter()
-                .take_while(|r| r.same_columns(&rows[start]))
-                .count();
-            let n = chunk_len(run, target.max_rows);
-            let chunk = &rows[start..start + n];
-            match target.insert(&mut tx, chunk).await {
-                Ok(()) => {}
-                Err(WriteFailure::Record(_)) => {
-                    // Find the refused rows: the statement failed as a whole, so write its
-                    // rows one at a time.
-                    for row in chunk {
-                        match target.insert(&mut tx, std::slice::from_ref(row)).await {
-                            Ok(()) => {}
-                            Err(WriteFailure::Record(reason)) => outcome.reject(row.index, reason),
-                            Err(WriteFailure::Retry(e)) => return Err(e),
-                        }
-                    }
-                }
-                Err(WriteFailure::Retry(e)) => return Err(e),
+        let done = match self.write_rows(&rows, &mut outcome).await {
+            Ok(done) => done,
+            // Through the confirmation: the core settles the batches sent before this one first,
+            // so those whose transaction commits are not sent again.
+            Err(e) if e.is_retryable() => {
+                self.failed = Some(e.clone());
+                return Ok(failed(e));
             }
-            start += n;
-        }
-        tx.commit().await.map_err(|e| retryable("commit", &e))?;
+            Err(e) => return Err(e),
+        };
         outcome.rejected.sort_by_key(|r| r.index);
-        Ok(outcome)
+        Ok(Box::pin(async move {
+            match done.await {
+                Ok(Ok(())) => Ok(outcome),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ConnectorError::retryable(
+                    "commit: stopped before the database answered",
+                )),
+            }
+        }))
     }
+
+    /// Batches are written one after the other while earlier ones commit.
+    fn max_pending_writes(&self) -> usize {
+        PENDING_WRITES
+    }
+
+    async fn close(&mut self) -> ConnectorResult<()> {
+        // Let the commits under way finish before the connections go.
+        for task in self.committing.drain(..) {
+            if let Ok(Some(conn)) = task.await {
+                self.idle.push(conn);
+            }
+        }
+        for conn in self.idle.drain(..) {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(())
+    }
+}
+
+/// Turns autocommit off on a sink's connection: its first statement after a `COMMIT` opens the
+/// next transaction, without a `BEGIN` round trip.
+async fn without_autocommit(conn: &mut MySqlConnection) -> ConnectorResult<()> {
+    conn.execute("SET autocommit = 0")
+        .await
+        .map(|_| ())
+        .map_err(|e| retryable("turn autocommit off", &e))
+}
+
+/// The confirmation of a batch that could not be written.
+fn failed(e: ConnectorError) -> PendingWrite {
+    Box::pin(std::future::ready(Err(e)))
+}
+
+/// Commits `transaction` once the transaction before it committed (or rolls it back if that
+/// one did not, or a batch failed in it), tells the next transaction's commit (`committed`) and
+/// the confirmations of its batches, and hands the connection back unless it failed.
+async fn commit(
+    transaction: Arc<Transaction>,
+    earlier: Option<oneshot::Receiver<bool>>,
+    committed: oneshot::Sender<bool>,
+) -> Option<MySqlConnection> {
+    let earlier_committed = match earlier {
+        Some(earlier) => earlier.await.unwrap_or(false),
+        None => true,
+    };
+    transaction.closing.store(true, Ordering::Release);
+    // Waits for a batch being written in the transaction right now: it is committed too.
+    let mut joined = transaction.joined.lock().await;
+    let Some(mut conn) = joined.conn.take() else {
+        let _ = committed.send(false);
+        for batch in joined.batches.drain(..) {
+            let _ = batch.send(Err(ConnectorError::retryable("commit: no connection")));
+        }
+        return None;
+    };
+    let (result, conn) = if earlier_committed && !transaction.failed.load(Ordering::Acquire) {
+        match conn.execute("COMMIT").await {
+            Ok(_) => (Ok(()), Some(conn)),
+            Err(e) => (Err(retryable("commit", &e)), None),
+        }
+    } else {
+        // Written again by the next sink, after the batches before them.
+        let conn = conn.execute("ROLLBACK").await.ok().map(|_| conn);
+        let why = if earlier_committed {
+            "a write in the same transaction failed"
+        } else {
+            "an earlier transaction failed to commit"
+        };
+        (
+            Err(ConnectorError::retryable(format!(
+                "commit: rolled back, {why}"
+            ))),
+            conn,
+        )
+    };
+    let _ = committed.send(result.is_ok());
+    for batch in joined.batches.drain(..) {
+        let _ = batch.send(result.clone());
+    }
+    conn
 }
 
 /// Why a record is not a JSON object, without quoting it (serde's messages may hold a value).
@@ -232,14 +487,11 @@ fn not_an_object(e: &serde_json::Error) -> String {
     }
 }
 
-/// How many rows of a run of `available` go in the next statement: the cap, or else the largest
-/// power of two, so a stream only ever prepares a handful of distinct statements.
+/// How many rows of a run of `available` go in the next statement: all of them, up to the cap.
+/// One statement per run costs one round trip; the sizes a stream uses are few (the batch sizes
+/// under load, small ones when quiet), and the connection's statement cache keeps them prepared.
 fn chunk_len(available: usize, cap: usize) -> usize {
-    if available >= cap {
-        cap
-    } else {
-        1 << (usize::BITS - 1 - available.max(1).leading_zeros())
-    }
+    available.min(cap).max(1)
 }
 
 impl Target {
@@ -321,6 +573,43 @@ impl Target {
             }
         }
         sql
+    }
+
+    /// Inserts `rows` with as few statements as their columns allow; a statement the database
+    /// refuses for a row's content is written again row by row, and the refused rows go in
+    /// `outcome`.
+    async fn insert_all(
+        &self,
+        conn: &mut MySqlConnection,
+        rows: &[Row<'_>],
+        outcome: &mut WriteOutcome,
+    ) -> ConnectorResult<()> {
+        let mut start = 0;
+        while start < rows.len() {
+            let run = rows[start..]
+                .iter()
+                .take_while(|r| r.same_columns(&rows[start]))
+                .count();
+            let n = chunk_len(run, self.max_rows);
+            let chunk = &rows[start..start + n];
+            match self.insert(conn, chunk).await {
+                Ok(()) => {}
+                Err(WriteFailure::Record(_)) => {
+                    // Find the refused rows: the statement failed as a whole, so write its
+                    // rows one at a time.
+                    for row in chunk {
+                        match self.insert(conn, std::slice::from_ref(row)).await {
+                            Ok(()) => {}
+                            Err(WriteFailure::Record(reason)) => outcome.reject(row.index, reason),
+                            Err(WriteFailure::Retry(e)) => return Err(e),
+                        }
+                    }
+                }
+                Err(WriteFailure::Retry(e)) => return Err(e),
+            }
+            start += n;
+        }
+        Ok(())
     }
 
     /// Inserts `rows` (all setting the same columns) with one statement.
@@ -443,11 +732,11 @@ mod tests {
     }
 
     #[test]
-    fn chunks_are_the_cap_or_powers_of_two() {
+    fn chunks_are_the_whole_run_up_to_the_cap() {
         assert_eq!(chunk_len(5000, 1000), 1000);
         assert_eq!(chunk_len(1000, 1000), 1000);
-        assert_eq!(chunk_len(999, 1000), 512);
-        assert_eq!(chunk_len(3, 1000), 2);
+        assert_eq!(chunk_len(999, 1000), 999);
+        assert_eq!(chunk_len(127, 1000), 127);
         assert_eq!(chunk_len(1, 1000), 1);
         assert_eq!(chunk_len(7, 5), 5);
     }

@@ -6,10 +6,22 @@
 //! confirmed it; a restart resumes after the durable cursor: nothing is lost, and after a clean
 //! stop nothing is read twice.
 //!
+//! The queries run ahead of [`Source::next_batch`]: a reader task owns the connection and the
+//! read position, runs the next query from there (with the timestamp groups below), pairs each
+//! row with its durable cursor and passes the rows through a channel of [`READ_AHEAD`] query
+//! results, then asks for the next rows at once; the database works on that query while the
+//! current rows are published. `next_batch` takes rows from the channel, encodes them as records
+//! and hands them out with the durable cursor of the last one. An error of the reader reaches
+//! `next_batch` after the rows read before it (retryable, naming the table: the core reopens the
+//! source, which resumes after the durable cursor); dropping the source stops the reader and
+//! closes its connection.
+//!
 //! Polling is what this source does today; the position type and the reader are separate so a
 //! binlog change-data-capture mode can be added as another reader later.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +29,8 @@ use kps_connector_core::{
     Acknowledge, ConnectorError, ConnectorResult, Source, SourceBatch, StreamContext, async_trait,
 };
 use sqlx::mysql::{MySqlConnection, MySqlRow};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::connect::connect;
 use crate::cursor::{CursorCodec, Position, PositionReader, STATE_KEY, id_kind};
@@ -27,9 +41,12 @@ use crate::record::RowEncoder;
 use crate::saver::{CursorSaver, SaverHandle};
 use crate::schema::{ColumnKind, TableSchema};
 
-/// A row read and encoded, waiting to be handed out.
+/// Query results the reader task may have ready before `next_batch` takes them.
+pub const READ_AHEAD: usize = 2;
+
+/// A row read, waiting to be encoded and handed out.
 struct Pending {
-    record: Bytes,
+    row: MySqlRow,
     /// The durable cursor that is safe to save once this row is confirmed: the row's own
     /// position, or (inside a group of rows sharing a timestamp) the position before the group.
     safe: Position,
@@ -50,25 +67,46 @@ struct Queries {
 
 /// The ingress source of one stream.
 pub struct MysqlSource {
-    conn: MySqlConnection,
     ctx: StreamContext,
-    queries: Queries,
-    encoder: RowEncoder,
-    reader: PositionReader,
-    timestamp_mode: bool,
-    batch_size: usize,
-    poll_interval: Duration,
-    read_pos: Position,
-    handed: Position,
+    /// The reader task's query results, or its error.
+    results: mpsc::Receiver<ConnectorResult<Vec<Pending>>>,
+    /// Rows the reader sent and `next_batch` has not taken yet (for the lag metric).
+    queued: Arc<AtomicUsize>,
+    reader: JoinHandle<()>,
+    /// Rows taken from the channel and not handed out yet.
     buffer: VecDeque<Pending>,
-    idle: bool,
+    /// The reader's error, taken from the channel behind rows still to hand out.
+    failed: Option<ConnectorError>,
+    encoder: RowEncoder,
+    /// The durable cursor of the last batch handed out.
+    handed: Position,
     codec: CursorCodec,
     saver: CursorSaver,
     what: String,
 }
 
+impl Drop for MysqlSource {
+    fn drop(&mut self) {
+        // The reader holds the connection: stop it (mid-query too) with the source.
+        self.reader.abort();
+    }
+}
+
+/// Runs the queries from the read position and pairs the rows with their durable cursors (the
+/// reader task's state).
+struct Reader {
+    conn: MySqlConnection,
+    queries: Queries,
+    positions: PositionReader,
+    timestamp_mode: bool,
+    batch_size: usize,
+    poll_interval: Duration,
+    read_pos: Position,
+    what: String,
+}
+
 impl MysqlSource {
-    /// Connects, checks the table and columns, and loads the durable cursor.
+    /// Connects, checks the table and columns, loads the durable cursor and starts reading.
     pub async fn open(ctx: StreamContext, settings: &IngressSettings) -> ConnectorResult<Self> {
         let t = &settings.table;
         let mut conn = connect(&t.url, &t.password, &t.tls).await?;
@@ -133,7 +171,7 @@ impl MysqlSource {
 
         let queries = build_queries(&t.table, &select, &settings.mode, id.as_ref(), ts.as_ref());
         let encoder = RowEncoder::new(select[..output].iter().map(|(n, k)| (n.as_str(), *k)));
-        let reader = PositionReader {
+        let positions = PositionReader {
             id_at: id.as_ref().map(|(at, unsigned, _)| (*at, *unsigned)),
             ts_at: ts.as_ref().map(|(at, _, _)| *at),
         };
@@ -154,7 +192,7 @@ impl MysqlSource {
             None => {
                 let position = match settings.start {
                     Start::Beginning => Position::Start,
-                    Start::Now => newest(&mut conn, &queries.newest, reader).await?,
+                    Start::Now => newest(&mut conn, &queries.newest, positions).await?,
                 };
                 // Remember where `now` was, so a restart does not move it.
                 ctx.state().save(STATE_KEY, codec.encode(&position)).await?;
@@ -169,23 +207,64 @@ impl MysqlSource {
             engine = schema.engine.as_deref().unwrap_or("unknown"),
             "reading table"
         );
-        Ok(Self {
+        let what = format!("read `{}`", t.table);
+        let reader = Reader {
             conn,
-            ctx: ctx.clone(),
             queries,
-            encoder,
-            reader,
+            positions,
             timestamp_mode: matches!(settings.mode, IngressMode::Timestamp { .. }),
             batch_size: t.batch_size,
             poll_interval: settings.poll_interval,
             read_pos: position,
-            handed: position,
+            what: what.clone(),
+        };
+        let (sender, results) = mpsc::channel(READ_AHEAD);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let reader = tokio::spawn(reader.run(sender, queued.clone()));
+        Ok(Self {
+            ctx: ctx.clone(),
+            results,
+            queued,
+            reader,
             buffer: VecDeque::new(),
-            idle: false,
+            failed: None,
+            encoder,
+            handed: position,
             codec,
             saver: CursorSaver::spawn(ctx.state().clone()),
-            what: format!("read `{}`", t.table),
+            what,
         })
+    }
+}
+
+impl Reader {
+    /// Reads until the source is dropped or a query fails; the failure is the last message.
+    async fn run(
+        mut self,
+        results: mpsc::Sender<ConnectorResult<Vec<Pending>>>,
+        queued: Arc<AtomicUsize>,
+    ) {
+        loop {
+            let read = match self.query().await {
+                Ok(rows) if rows.is_empty() => {
+                    // Nothing new: wait before asking again.
+                    tokio::time::sleep(self.poll_interval).await;
+                    continue;
+                }
+                Ok(rows) => self.fill(rows).await,
+                Err(e) => Err(e),
+            };
+            let failed = read.is_err();
+            if let Ok(pending) = &read {
+                if pending.is_empty() {
+                    continue;
+                }
+                queued.fetch_add(pending.len(), Ordering::Relaxed);
+            }
+            if results.send(read).await.is_err() || failed {
+                return;
+            }
+        }
     }
 
     /// Runs the next query from the read position.
@@ -225,14 +304,14 @@ impl MysqlSource {
         rows.map_err(|e| retryable(&self.what, &e))
     }
 
-    /// Encodes fetched rows into the buffer and moves the read position past them.
-    async fn fill(&mut self, mut rows: Vec<MySqlRow>) -> ConnectorResult<()> {
+    /// Pairs fetched rows with their durable cursors and moves the read position past them.
+    async fn fill(&mut self, mut rows: Vec<MySqlRow>) -> ConnectorResult<Vec<Pending>> {
         let read = |rows: &[MySqlRow], reader: PositionReader| -> ConnectorResult<Vec<Position>> {
             rows.iter()
                 .map(|r| reader.read(r).map_err(ConnectorError::fatal))
                 .collect()
         };
-        let mut positions = read(&rows, self.reader)?;
+        let mut positions = read(&rows, self.positions)?;
         if self.timestamp_mode && rows.len() >= self.batch_size {
             // A full batch may have cut a group of equal timestamps: keep whole groups only.
             let last = positions.last().copied();
@@ -250,11 +329,12 @@ impl MysqlSource {
                     .fetch_all(&mut self.conn)
                     .await
                     .map_err(|e| retryable(&self.what, &e))?;
-                positions = read(&rows, self.reader)?;
+                positions = read(&rows, self.positions)?;
             }
         }
+        let mut pending = Vec::with_capacity(rows.len());
         let mut safe_before = self.read_pos;
-        for (i, (row, position)) in rows.iter().zip(&positions).enumerate() {
+        for (i, (row, position)) in rows.into_iter().zip(&positions).enumerate() {
             let group_goes_on = self.timestamp_mode && positions.get(i + 1) == Some(position);
             let safe = if group_goes_on {
                 safe_before
@@ -262,60 +342,82 @@ impl MysqlSource {
                 safe_before = *position;
                 *position
             };
-            let record = self
-                .encoder
-                .encode(row)
-                .map_err(|e| ConnectorError::fatal(format!("{}: {e}", self.what)))?;
-            self.buffer.push_back(Pending { record, safe });
+            pending.push(Pending { row, safe });
         }
         if let Some(last) = positions.last() {
             self.read_pos = *last;
         }
-        Ok(())
+        Ok(pending)
     }
 }
 
 #[async_trait]
 impl Source for MysqlSource {
     async fn next_batch(&mut self, max_records: usize) -> ConnectorResult<SourceBatch> {
-        loop {
-            if !self.buffer.is_empty() {
-                let n = max_records.max(1).min(self.buffer.len());
-                let mut records = Vec::with_capacity(n);
-                let mut safe = self.handed;
-                for pending in self.buffer.drain(..n) {
-                    records.push(pending.record);
-                    safe = pending.safe;
+        while self.buffer.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            // Cancel-safe: a result is either still in the channel or in the buffer.
+            match self.results.recv().await {
+                Some(Ok(pending)) => {
+                    self.queued.fetch_sub(pending.len(), Ordering::Relaxed);
+                    self.buffer.extend(pending);
                 }
-                self.ctx
-                    .metrics()
-                    .set_lag(i64::try_from(self.buffer.len()).unwrap_or(i64::MAX));
-                if safe == self.handed {
-                    return Ok(SourceBatch::unacknowledged(records));
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(ConnectorError::retryable(format!(
+                        "{}: the reader stopped",
+                        self.what
+                    )));
                 }
-                self.handed = safe;
-                let ack = CursorAck {
-                    saver: self.saver.handle(),
-                    cursor: self.codec.encode(&safe),
-                };
-                return Ok(SourceBatch::new(records, ack));
             }
-            if self.idle {
-                // Nothing new last time: wait (dropping this future here is harmless).
-                tokio::time::sleep(self.poll_interval).await;
-                self.idle = false;
-            }
-            let rows = self.query().await?;
-            if rows.is_empty() {
-                self.idle = true;
-                continue;
-            }
-            self.fill(rows).await?;
         }
+        let max_records = max_records.max(1);
+        // What the reader has ready too, so batches stay full across query results.
+        while self.buffer.len() < max_records {
+            match self.results.try_recv() {
+                Ok(Ok(pending)) => {
+                    self.queued.fetch_sub(pending.len(), Ordering::Relaxed);
+                    self.buffer.extend(pending);
+                }
+                // An error is taken by the next call, after these rows.
+                Ok(Err(e)) => {
+                    self.failed = Some(e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let n = max_records.min(self.buffer.len());
+        let mut records = Vec::with_capacity(n);
+        let mut safe = self.handed;
+        for pending in self.buffer.drain(..n) {
+            let record = self
+                .encoder
+                .encode(&pending.row)
+                .map_err(|e| ConnectorError::fatal(format!("{}: {e}", self.what)))?;
+            records.push(record);
+            safe = pending.safe;
+        }
+        let lag = self.buffer.len() + self.queued.load(Ordering::Relaxed);
+        self.ctx
+            .metrics()
+            .set_lag(i64::try_from(lag).unwrap_or(i64::MAX));
+        if safe == self.handed {
+            return Ok(SourceBatch::unacknowledged(records));
+        }
+        self.handed = safe;
+        let ack = CursorAck {
+            saver: self.saver.handle(),
+            cursor: self.codec.encode(&safe),
+        };
+        Ok(SourceBatch::new(records, ack))
     }
 
     async fn close(&mut self) -> ConnectorResult<()> {
         // Every batch is acknowledged by now: write the last cursor before the stream stops.
+        self.reader.abort();
         self.saver.flush().await
     }
 }

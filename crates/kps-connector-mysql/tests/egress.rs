@@ -119,6 +119,98 @@ async fn writes_2000_records_then_upserts_updates_and_new_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_keep_their_order_in_ids_and_upserts_of_one_key() {
+    let pool = db().await;
+    let rows = table_name("kps_out_order");
+    create(
+        &pool,
+        &rows,
+        "id BIGINT AUTO_INCREMENT PRIMARY KEY, seq INT NOT NULL",
+    )
+    .await;
+    let keys = table_name("kps_out_keys");
+    create(&pool, &keys, "k INT PRIMARY KEY, v INT NOT NULL").await;
+
+    let mut running = TestConnector::start(MysqlConnector::default()).await;
+    let insert_channel = unique_name("kps.mysql.order");
+    let upsert_channel = unique_name("kps.mysql.keys");
+    running
+        .apply(vec![
+            StreamDecl::egress(
+                "order",
+                insert_channel.as_str(),
+                json!({"url": url(), "table": rows}),
+            ),
+            StreamDecl::egress(
+                "keys",
+                upsert_channel.as_str(),
+                json!({"url": url(), "table": keys, "mode": "upsert", "key_columns": ["k"]}),
+            ),
+        ])
+        .await
+        .expect("streams accepted");
+    running.wait_for_state("order", State::Healthy, WAIT).await;
+    running.wait_for_state("keys", State::Healthy, WAIT).await;
+
+    // One record per message, as the platform publishes: many batches, sent while earlier ones
+    // commit, some sharing a transaction.
+    let probe = NatsProbe::connect().await;
+    let n = 6000;
+    probe
+        .publish_records(
+            &insert_channel,
+            &records((0..n).map(|i| json!({"seq": i}))),
+            1,
+        )
+        .await;
+    // Three keys written over and over: a batch waits for the row locks of the transaction
+    // before it, which commits on its own.
+    probe
+        .publish_records(
+            &upsert_channel,
+            &records((0..n).map(|i| json!({"k": i % 3, "v": i}))),
+            1,
+        )
+        .await;
+    eventually(WAIT, "every insert", || async {
+        count(&pool, &rows).await == i64::from(n)
+    })
+    .await;
+    let seqs: Vec<i32> = sqlx::query_scalar(&format!("SELECT seq FROM `{rows}` ORDER BY id"))
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+    assert_eq!(
+        seqs,
+        (0..n).collect::<Vec<i32>>(),
+        "ids follow the order of the records"
+    );
+    let last = |k: i32| (n - 3..n).find(|v| v % 3 == k).unwrap_or_default();
+    eventually(WAIT, "the last value of every key", || async {
+        let got: Vec<(i32, i32)> = sqlx::query(&format!("SELECT k, v FROM `{keys}` ORDER BY k"))
+            .fetch_all(&pool)
+            .await
+            .expect("keys")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        got == vec![(0, last(0)), (1, last(1)), (2, last(2))]
+    })
+    .await;
+    let events = running.events().await;
+    for stream in ["order", "keys"] {
+        assert!(
+            alert(&events, "connection", stream).is_none(),
+            "no write failed: {events:#?}"
+        );
+    }
+
+    running.shutdown().await;
+    drop_table(&pool, &rows).await;
+    drop_table(&pool, &keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_record_among_good_ones_is_rejected_alone() {
     let pool = db().await;
     let table = table_name("kps_out_bad");

@@ -108,9 +108,19 @@ async fn hostile_identifiers_are_refused_and_nothing_is_dropped() {
         count(&pool, &table).await == 1
     })
     .await;
-    let events = running.events().await;
-    let rejected =
-        alert(&events, "record-rejected", "out").expect("the hostile record is rejected");
+    // The alert follows the commit's confirmation, a moment after the row is visible.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let rejected = loop {
+        let events = running.events().await;
+        if let Some(rejected) = alert(&events, "record-rejected", "out") {
+            break rejected.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hostile record is rejected: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         rejected.message.contains("unknown column"),
         "{}",
