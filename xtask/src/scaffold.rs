@@ -631,6 +631,10 @@ mod tests {
         fs::create_dir_all(to.join("crates")).unwrap();
         copy(&root.join("proto"), to);
         copy(&root.join("crates/kps-connector-core"), &to.join("crates"));
+        // The workspace manifest's `[patch.crates-io]` points into `vendor/`.
+        if root.join("vendor").is_dir() {
+            copy(&root.join("vendor"), to);
+        }
         for file in ["Cargo.lock", "clippy.toml"] {
             if root.join(file).exists() {
                 fs::copy(root.join(file), to.join(file)).unwrap();
