@@ -440,23 +440,29 @@ async fn jetstream_ingress_acks_after_the_stream_stored_the_records() {
     connector.shutdown().await;
 }
 
-#[tokio::test]
-async fn jetstream_state_survives_a_new_backend() {
+/// A core NATS transport on the test server, connected.
+async fn connected_nats(name: &str) -> kps_connector_core::transport::nats::NatsTransport {
     use kps_connector_core::events::EventRegistry;
-    use kps_connector_core::state::StateStore;
-    use kps_connector_core::transport::jetstream::{JetStreamTransport, LazyStateBackend};
     use kps_connector_core::transport::nats::{NatsOptions, NatsTransport};
     let options = NatsOptions {
         url: kps_connector_core::testkit::nats_url(),
-        name: "state-test".into(),
+        name: name.into(),
         confirm_timeout: Duration::from_secs(5),
         tls: None,
         credentials: None,
     };
     let nats = NatsTransport::connect(&options, EventRegistry::new())
         .await
-        .unwrap();
+        .expect("connect to the test NATS server");
     assert!(nats.wait_connected(Duration::from_secs(5)).await);
+    nats
+}
+
+#[tokio::test]
+async fn jetstream_state_survives_a_new_backend() {
+    use kps_connector_core::state::StateStore;
+    use kps_connector_core::transport::jetstream::{JetStreamTransport, LazyStateBackend};
+    let nats = connected_nats("state-test").await;
     let bucket = unique_name("kps-state-test");
     let js = std::sync::Arc::new(JetStreamTransport::new(
         nats.clone(),
@@ -481,20 +487,8 @@ async fn jetstream_state_survives_a_new_backend() {
 
 #[tokio::test]
 async fn one_round_trip_confirms_every_batch_published_before_it() {
-    use kps_connector_core::events::EventRegistry;
-    use kps_connector_core::transport::nats::{NatsOptions, NatsTransport};
     use kps_connector_core::transport::{Transport, wire};
-    let options = NatsOptions {
-        url: kps_connector_core::testkit::nats_url(),
-        name: "confirm-test".into(),
-        confirm_timeout: Duration::from_secs(5),
-        tls: None,
-        credentials: None,
-    };
-    let nats = NatsTransport::connect(&options, EventRegistry::new())
-        .await
-        .unwrap();
-    assert!(nats.wait_connected(Duration::from_secs(5)).await);
+    let nats = connected_nats("confirm-test").await;
     let probe = kps_connector_core::testkit::NatsProbe::connect().await;
     let subject = unique_name("kps.confirm");
     let mut arrivals = probe.subscribe(&subject).await;
@@ -532,20 +526,8 @@ async fn one_round_trip_confirms_every_batch_published_before_it() {
 
 #[tokio::test]
 async fn try_next_takes_everything_already_waiting() {
-    use kps_connector_core::events::EventRegistry;
-    use kps_connector_core::transport::nats::{NatsOptions, NatsTransport};
     use kps_connector_core::transport::{Transport, wire};
-    let options = NatsOptions {
-        url: kps_connector_core::testkit::nats_url(),
-        name: "try-next-test".into(),
-        confirm_timeout: Duration::from_secs(5),
-        tls: None,
-        credentials: None,
-    };
-    let nats = NatsTransport::connect(&options, EventRegistry::new())
-        .await
-        .unwrap();
-    assert!(nats.wait_connected(Duration::from_secs(5)).await);
+    let nats = connected_nats("try-next-test").await;
     let subject = unique_name("kps.trynext");
     let mut subscription = nats.subscribe(&subject, "g", "d").await.unwrap();
     let messages: Vec<Bytes> = (0..600u32)
