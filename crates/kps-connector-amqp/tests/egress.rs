@@ -11,7 +11,7 @@ use kps_connector_amqp::AmqpConnector;
 use kps_connector_core::testkit::{NatsProbe, StreamDecl, TestConnector, unique_name};
 use kps_connector_core::{Bytes, State};
 use lapin::ExchangeKind;
-use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions};
+use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 use serde_json::json;
 
@@ -56,28 +56,7 @@ async fn routing_keys_come_from_the_records_and_unroutable_records_are_refused()
     let rabbit = Rabbit::connect().await;
     let exchange = unique_name("kps_amqp_ex");
     let queue = unique_name("kps_amqp_routed");
-    rabbit
-        .channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange.declare");
-    rabbit.queue(&queue, &[]).await;
-    rabbit
-        .channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "sensor".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue.bind");
+    rabbit.routed_queue(&exchange, &queue, "sensor").await;
     let mut arrivals = rabbit.consumer(&queue).await;
 
     let mut connector = TestConnector::start(AmqpConnector).await;
@@ -145,10 +124,7 @@ async fn routing_keys_come_from_the_records_and_unroutable_records_are_refused()
 
     connector.shutdown().await;
     rabbit.delete(&queue).await;
-    let _ = rabbit
-        .channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await;
+    rabbit.delete_exchange(&exchange).await;
 }
 
 /// Batches of four records, up to four of them waiting for their confirms at once: every
@@ -159,28 +135,7 @@ async fn pipelined_batches_refuse_exactly_their_unroutable_records() {
     let rabbit = Rabbit::connect().await;
     let exchange = unique_name("kps_amqp_ex");
     let queue = unique_name("kps_amqp_pipelined");
-    rabbit
-        .channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange.declare");
-    rabbit.queue(&queue, &[]).await;
-    rabbit
-        .channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "sensor".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue.bind");
+    rabbit.routed_queue(&exchange, &queue, "sensor").await;
     let mut arrivals = rabbit.consumer(&queue).await;
 
     let mut connector = TestConnector::start_with(AmqpConnector, |o| o.max_batch_records = 4).await;
@@ -244,10 +199,7 @@ async fn pipelined_batches_refuse_exactly_their_unroutable_records() {
 
     connector.shutdown().await;
     rabbit.delete(&queue).await;
-    let _ = rabbit
-        .channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await;
+    rabbit.delete_exchange(&exchange).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,10 +252,7 @@ async fn a_missing_exchange_is_unhealthy_and_declare_creates_it() {
         .await
         .expect("the exchange was declared");
     connector.shutdown().await;
-    let _ = rabbit
-        .channel
-        .exchange_delete(declared.as_str().into(), ExchangeDeleteOptions::default())
-        .await;
+    rabbit.delete_exchange(&declared).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,11 @@ use futures::StreamExt;
 use kps_connector_core::testkit::{self, EventView};
 use kps_connector_core::{Bytes, State};
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
 /// The test broker (its default `guest` account works on loopback).
 pub const AMQP_ADDR: &str = "127.0.0.1:5672";
@@ -151,6 +151,38 @@ impl Rabbit {
         let channel = self.connection.create_channel().await.expect("channel");
         let _ = channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+
+    /// Declares direct exchange `exchange` and queue `queue` bound to it with `routing_key`.
+    pub async fn routed_queue(&self, exchange: &str, queue: &str, routing_key: &str) {
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange.declare");
+        self.queue(queue, &[]).await;
+        self.channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.bind");
+    }
+
+    /// Deletes an exchange a test declared (if it is still there).
+    pub async fn delete_exchange(&self, exchange: &str) {
+        let _ = self
+            .channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
             .await;
     }
 }
