@@ -171,7 +171,7 @@ impl System for Mqtt {
 
     fn notes(&self) -> Vec<String> {
         vec![
-            "mqtt: a private Mosquitto with an unlimited per-client queue (max_queued_messages 0), otherwise defaults (set_tcp_nodelay false: the connector's sink waits for every PUBACK of a batch, and the broker holds its last PUBACKs back until the connector's delayed ACK, which is what limits egress here; see the connector's README); qos 1 everywhere; ingress records are published while the reader runs (MQTT keeps nothing for a subscriber that is not there); the raw client is a rumqttc subscriber (ingress) or publisher (egress, window 256 like the connector's sink).".to_owned(),
+            "mqtt: a private Mosquitto with an unlimited per-client queue (max_queued_messages 0), otherwise defaults (set_tcp_nodelay false); qos 1 everywhere; both clients are the workspace's rumqttc (vendor/rumqttc), the raw one with upstream's one flush per request and the connector with its requests batched before a flush; ingress records are published while the reader runs (MQTT keeps nothing for a subscriber that is not there); the raw client is a rumqttc subscriber (ingress) or publisher (egress, window 256 like the connector's sink).".to_owned(),
             "mqtt 1,000 streams: the MQTT connector with 1,000 ingress streams on distinct topics of the private broker, each its own MQTT connection (the connector's design), clean sessions; RSS read 2 s after one record went through each.".to_owned(),
         ]
     }
