@@ -15,7 +15,8 @@ use common::{HubConnector, records};
 use futures::StreamExt;
 use kps_connector_core::options::RuntimeOptions;
 use kps_connector_core::testkit::{
-    StreamDecl, TestCertificates, TestConnector, http_get, service_unavailable, unique_name,
+    StreamDecl, TestCertificates, TestConnector, http_get, server_round_trip, service_unavailable,
+    unique_name,
 };
 use kps_connector_core::transport::wire;
 use kps_connector_core::{Bytes, State};
@@ -150,7 +151,7 @@ async fn records_flow(
     let name = unique_name("tls_in");
     let subject = unique_name("kps.core.tls");
     let mut subscription = subscriber.subscribe(subject.clone()).await.unwrap();
-    subscriber.flush().await.unwrap();
+    server_round_trip(subscriber).await;
     connector
         .apply(vec![StreamDecl::ingress(
             "tls-in",

@@ -11,7 +11,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn contract_suite_passes() {
-    let url = support::require_shared_server();
+    let url = support::require_shared_server().await;
     let connector = TestConnector::start(RtspConnector).await;
     let suite = ContractSuite::new(
         connector.endpoint(),
@@ -45,7 +45,7 @@ async fn contract_suite_passes() {
 
 #[tokio::test]
 async fn an_egress_stream_is_refused_naming_the_direction() {
-    let url = support::require_shared_server();
+    let url = support::require_shared_server().await;
     let mut connector = TestConnector::start(RtspConnector).await;
     let refused = connector
         .apply(vec![StreamDecl::egress(

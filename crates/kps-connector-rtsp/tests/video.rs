@@ -67,7 +67,7 @@ fn rate(envelopes: &[Value]) -> f64 {
 }
 
 async fn frames_decode(transport: &str) {
-    let url = support::require_shared_server();
+    let url = support::require_shared_server().await;
     let (connector, mut records) = run_stream(json!({"url": url, "transport": transport})).await;
     let n = 100;
     let got = collect(&mut records, n).await;
@@ -111,7 +111,7 @@ async fn udp_frames_decode_to_the_expected_count_and_resolution() {
 
 #[tokio::test]
 async fn keyframes_are_idr_frames_each_starting_with_sps_pps() {
-    let url = support::require_shared_server();
+    let url = support::require_shared_server().await;
     let (connector, mut records) = run_stream(json!({"url": url, "output": "keyframes"})).await;
     let got = collect(&mut records, 4).await;
     connector.shutdown().await;
@@ -140,7 +140,7 @@ async fn keyframes_are_idr_frames_each_starting_with_sps_pps() {
 #[tokio::test]
 async fn the_json_envelope_carries_pts_keyframe_codec_size_and_data() {
     use base64::Engine;
-    let url = support::require_shared_server();
+    let url = support::require_shared_server().await;
     let (connector, mut records) = run_stream(json!({"url": url, "envelope": "json"})).await;
     let got = collect(&mut records, 30).await;
     connector.shutdown().await;

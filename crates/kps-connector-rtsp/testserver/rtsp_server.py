@@ -7,8 +7,8 @@ Run with the system Python (python3-gi lives there):
     /usr/bin/python3 rtsp_server.py --port 8554 --path /test --fps 25 --gop 25 \
         --width 320 --height 240
 
-`cargo xtask services up` starts it on 127.0.0.1:8554; the connector's tests start private
-instances on other ports (to stop and restart them). The media is shared between clients, so
+`cargo xtask services up` starts it on 127.0.0.1:8554 with --restart; the connector's tests
+start private instances on other ports (to stop and restart them). The media is shared between clients, so
 every client sees the same live stream; each client starts at the next keyframe it receives.
 Packages: python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,good,bad,ugly}
 gstreamer1.0-rtsp.
@@ -16,7 +16,9 @@ gstreamer1.0-rtsp.
 
 import argparse
 import signal
+import subprocess
 import sys
+import time
 
 import gi
 
@@ -44,7 +46,46 @@ def launch_line(args):
     return f"( {pattern} ! {caps} ! {encoder} ! video/x-h264,profile=baseline ! {payloader} )"
 
 
+def supervise(argv):
+    """Runs the server as a child process and starts it again whenever it dies abnormally.
+
+    GStreamer's RTSP server (1.22) can abort on an internal assertion when clients of a shared
+    media come and go at once (gst_rtsp_media_get_rates); one server serves every test, so a
+    crash would fail every test after it. A clean exit of the child (it exits 0 on SIGTERM or
+    SIGINT, which `cargo xtask services down` sends to the process listening on the port) ends
+    the supervisor too, as do SIGTERM/SIGINT sent to the supervisor itself. Gives up after 5
+    deaths within 10 seconds (a server that cannot start at all).
+    """
+    child_argv = [sys.executable, __file__] + [a for a in argv if a != "--restart"]
+    stopping = False
+    child = None
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    deaths = []
+    while True:
+        child = subprocess.Popen(child_argv)
+        code = child.wait()
+        if stopping or code == 0:
+            return 0
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < 10] + [now]
+        print(f"rtsp server exited with {code}; starting it again", file=sys.stderr, flush=True)
+        if len(deaths) >= 5:
+            print("rtsp server died 5 times within 10 s; giving up", file=sys.stderr, flush=True)
+            return 1
+        time.sleep(0.2)
+
+
 def main():
+    if "--restart" in sys.argv[1:]:
+        return supervise(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8554)
     parser.add_argument("--address", default="127.0.0.1")
@@ -60,6 +101,11 @@ def main():
         type=float,
         default=0.0,
         help="drop this fraction of the RTP packets (sequence gaps, for tests)",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start the server again whenever it dies on its own (the shared test server)",
     )
     parser.add_argument("--username", help="require RTSP basic authentication")
     parser.add_argument("--password", default="")

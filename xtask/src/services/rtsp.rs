@@ -99,9 +99,11 @@ fn start(ctx: &Ctx) -> Result<Vec<Argv>> {
     Ok(vec![forget_pidfile, argv])
 }
 
-/// The script's arguments for the shared server.
+/// The script's arguments for the shared server (restarted by the script itself if GStreamer
+/// aborts: every RTSP test uses this one server).
 fn server_args() -> Vec<String> {
     vec![
+        "--restart".into(),
         "--address".into(),
         "127.0.0.1".into(),
         "--port".into(),
@@ -137,7 +139,7 @@ mod tests {
         );
         assert!(line.contains("--startas /usr/bin/python3 -- "), "{line}");
         assert!(
-            line.contains("testserver/rtsp_server.py --address 127.0.0.1 --port 8554 --path /test --fps 25 --gop 25 --width 320 --height 240"),
+            line.contains("testserver/rtsp_server.py --restart --address 127.0.0.1 --port 8554 --path /test --fps 25 --gop 25 --width 320 --height 240"),
             "{line}"
         );
         assert!(line.contains("logs/rtsp.log"), "{line}");

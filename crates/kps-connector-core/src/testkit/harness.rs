@@ -248,6 +248,32 @@ impl<C: Connector + Clone> TestConnector<C> {
         fetch_events(&mut self.client, &self.options.connector_id).await
     }
 
+    /// Waits until an event `id` of stream `stream_id` was recorded and returns all events;
+    /// panics with the events seen after `timeout`.
+    pub async fn wait_for_event(
+        &mut self,
+        stream_id: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Vec<EventView> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events().await;
+            if events
+                .iter()
+                .any(|e| e.id == id && e.stream_id == stream_id)
+            {
+                return events;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no event {id} of stream {stream_id} within {timeout:?}; events: {events:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the stream's status is `state`; panics with the events seen after `timeout`.
     pub async fn wait_for_state(&mut self, stream_id: &str, state: State, timeout: Duration) {
         let deadline = Instant::now() + timeout;

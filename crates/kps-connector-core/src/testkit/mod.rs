@@ -25,7 +25,7 @@ pub use certificates::TestCertificates;
 pub use delivery::{DeliveryReport, collect_until_complete};
 pub use fault_proxy::FaultProxy;
 pub use harness::{EventView, StreamDecl, TestConnector, grpc_client, grpc_tls_client, http_get};
-pub use probe::{NatsProbe, RecordStream};
+pub use probe::{NatsProbe, RecordStream, server_round_trip};
 pub use process::{
     ConnectorProcess, ProcessBuilder, ProcessMemory, proc_stat_cpu_seconds, proc_status_memory,
 };

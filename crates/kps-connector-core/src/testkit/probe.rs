@@ -40,7 +40,7 @@ impl NatsProbe {
             .await
             .expect("NATS subscribe");
         // Make sure the server registered the subscription before the test produces anything.
-        self.client.flush().await.expect("NATS flush");
+        server_round_trip(&self.client).await;
         RecordStream {
             subscriber,
             messages: 0,
@@ -58,7 +58,7 @@ impl NatsProbe {
                 .await
                 .expect("NATS publish");
         }
-        self.client.flush().await.expect("NATS flush");
+        server_round_trip(&self.client).await;
     }
 
     /// Deletes the JetStream stream `name` (a test's own, after it), ignoring a missing one.
@@ -73,7 +73,33 @@ impl NatsProbe {
             .publish(subject.to_owned(), payload)
             .await
             .expect("NATS publish");
-        self.client.flush().await.expect("NATS flush");
+        server_round_trip(&self.client).await;
+    }
+}
+
+/// Returns once the server has processed everything `client` sent before this call.
+///
+/// `flush` only writes the client's buffer to the socket: a subscription flushed that way may
+/// still be unknown to the server when another connection publishes, and those messages find
+/// no subscriber. A request to a subject nobody serves comes back (as "no responders") only
+/// after the server read everything before it on this connection, in order.
+///
+/// # Panics
+/// If the server does not answer within 10 s.
+pub async fn server_round_trip(client: &async_nats::Client) {
+    let subject = format!("_KPS.test.round_trip.{}", super::unique_name("rt"));
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject, Bytes::new()),
+    )
+    .await
+    .expect("NATS round trip: no answer within 10 s");
+    if let Err(e) = answer {
+        assert_eq!(
+            e.kind(),
+            async_nats::RequestErrorKind::NoResponders,
+            "NATS round trip: {e}"
+        );
     }
 }
 

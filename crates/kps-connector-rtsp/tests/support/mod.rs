@@ -23,11 +23,16 @@ pub const SHARED_SIZE: (u32, u32) = (320, 240);
 /// The system Python, where python3-gi lives.
 const PYTHON: &str = "/usr/bin/python3";
 
-/// Fails loudly unless the shared server answers.
-pub fn require_shared_server() -> &'static str {
+/// Fails loudly unless the shared server answers within 10 s (long enough for the server to
+/// come back if it is being restarted after a GStreamer abort).
+pub async fn require_shared_server() -> &'static str {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 8554));
-    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        service_unavailable("the RTSP test server at 127.0.0.1:8554", e);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        if Instant::now() >= deadline {
+            service_unavailable("the RTSP test server at 127.0.0.1:8554", e);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     SHARED_URL
 }
