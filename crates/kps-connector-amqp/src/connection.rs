@@ -1,42 +1,97 @@
-//! Opening a broker connection: the URL without credentials, the credentials from a secret, and
-//! AMQP errors turned into connector errors.
+//! Opening a broker connection: the URL without credentials, the credentials from a secret, TLS,
+//! and what the broker or the socket said when a connection or channel ended, turned into
+//! connector errors.
+//!
+//! The client library, amqprs, runs a connection as two tokio tasks (its reader and its writer)
+//! and each channel as a third (its dispatcher). What the broker initiates (closing a channel or
+//! the connection, cancelling a consumer, confirms and returned messages) reaches the connector
+//! through callbacks registered here; a channel's dispatcher ends, and drops its callback, when
+//! the channel or the connection closes for whatever reason, which is how a lost connection is
+//! noticed by the batches waiting for confirms.
 
-use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use kps_connector_core::{ConnectorError, ConnectorResult, Secret};
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::uri::{AMQPScheme, AMQPUri, AMQPUserInfo};
-use lapin::{Connection, ConnectionProperties};
+use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
+use amqprs::channel::Channel;
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::security::SecurityCredentials;
+use amqprs::tls::TlsAdaptor;
+use amqprs::{Ack, BasicProperties, Cancel, Close, CloseChannel, Nack, Return};
+use kps_connector_core::{
+    ConnectorError, ConnectorResult, Secret, Severity, StreamContext, async_trait,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::confirms::{Confirms, Returned};
 use crate::params::AmqpParams;
+use crate::sink::BLOCKED_ALERT;
 
 /// Heartbeat (seconds) asked for when the URL does not say: a dead peer is noticed in ~20 s.
 const DEFAULT_HEARTBEAT_SECS: u16 = 10;
-/// TCP + TLS connect timeout (milliseconds) when the URL does not say.
+/// TCP + TLS + AMQP handshake timeout (milliseconds) when the URL does not say.
 const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 10_000;
+/// How long a graceful connection close may take before the connection is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The reply code of a missing queue or exchange.
+const NOT_FOUND: u16 = 404;
+/// AMQP short strings (the vhost among them) hold at most 255 bytes.
+const MAX_SHORT_STRING: usize = 255;
+
+/// The SASL mechanism of the URL's `auth_mechanism` query parameter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// `PLAIN` (the default): the username and password.
+    #[default]
+    Plain,
+    /// `AMQPLAIN`: the username and password in RabbitMQ's older encoding.
+    AmqPlain,
+    /// `EXTERNAL`: the identity of the TLS client certificate.
+    External,
+}
 
 /// A broker URL checked to carry no credentials. Its `Display` is the URL as given (safe to log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
-    uri: AMQPUri,
+    tls: bool,
+    host: String,
+    port: u16,
+    vhost: String,
+    heartbeat: u16,
+    connection_timeout: Duration,
+    frame_max: Option<u32>,
+    channel_max: Option<u16>,
+    auth: AuthMechanism,
     shown: String,
 }
 
 impl BrokerAddress {
     /// Parses `url` (`amqp://host:port/vhost` or `amqps://...`); credentials are refused.
+    ///
+    /// The query parameters `heartbeat` (s), `connection_timeout` (ms), `frame_max`,
+    /// `channel_max` and `auth_mechanism` are read; a value that is not a number of their type
+    /// is refused.
     pub fn parse(url: &str) -> ConnectorResult<Self> {
         let invalid = |why: String| ConnectorError::invalid("url", why);
         let parsed = url::Url::parse(url).map_err(|e| invalid(format!("not a URL: {e}")))?;
-        AMQPScheme::from_str(parsed.scheme()).map_err(|_| {
-            invalid(format!(
-                "the scheme must be amqp or amqps, not `{}`",
-                parsed.scheme()
-            ))
-        })?;
+        let tls = match parsed.scheme() {
+            "amqp" => false,
+            "amqps" => true,
+            other => {
+                return Err(invalid(format!(
+                    "the scheme must be amqp or amqps, not `{other}`"
+                )));
+            }
+        };
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(invalid(
                 "credentials inside the URL are refused; use username with password_file or password_env".to_owned(),
             ));
+        }
+        if parsed.cannot_be_a_base() {
+            return Err(invalid(format!("invalid URL: '{url}'")));
         }
         let host = match parsed.host() {
             Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
@@ -44,34 +99,78 @@ impl BrokerAddress {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             _ => return Err(invalid("the URL names no host".to_owned())),
         };
-        let mut uri = AMQPUri::from_str(url).map_err(|e| invalid(e.to_lowercase()))?;
-        // amq-protocol resolves IP literals to `localhost`; keep the host as written.
-        uri.authority.host = host;
-        uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
-        uri.query
-            .connection_timeout
-            .get_or_insert(DEFAULT_CONNECTION_TIMEOUT_MS);
+        let port = parsed.port().unwrap_or(if tls { 5671 } else { 5672 });
+        // No path at all is the vhost `/`; otherwise the path without its leading slash.
+        let vhost = percent_decode(parsed.path().get(1..).unwrap_or("/"))
+            .map_err(|e| invalid(format!("the vhost: {e}")))?;
+        if vhost.len() > MAX_SHORT_STRING {
+            return Err(invalid(format!(
+                "the vhost is longer than {MAX_SHORT_STRING} bytes"
+            )));
+        }
+        let heartbeat = query_number(&parsed, "heartbeat")?.unwrap_or(DEFAULT_HEARTBEAT_SECS);
+        let connection_timeout =
+            query_number(&parsed, "connection_timeout")?.unwrap_or(DEFAULT_CONNECTION_TIMEOUT_MS);
+        let frame_max = query_number(&parsed, "frame_max")?;
+        let channel_max = query_number(&parsed, "channel_max")?;
+        let auth = match query(&parsed, "auth_mechanism") {
+            None => AuthMechanism::default(),
+            Some(name) => match name.to_lowercase().as_str() {
+                "plain" => AuthMechanism::Plain,
+                "amqplain" => AuthMechanism::AmqPlain,
+                "external" => AuthMechanism::External,
+                "anonymous" | "rabbit-cr-demo" => {
+                    return Err(invalid(format!(
+                        "auth_mechanism `{name}` is not supported (plain, amqplain or external)"
+                    )));
+                }
+                _ => return Err(invalid(format!("invalid SASL mechanism: {name}"))),
+            },
+        };
         Ok(Self {
-            uri,
+            tls,
+            host,
+            port,
+            vhost,
+            heartbeat,
+            connection_timeout: Duration::from_millis(connection_timeout),
+            frame_max,
+            channel_max,
+            auth,
             shown: url.to_owned(),
         })
     }
 
     /// Whether the URL is `amqps://`.
     pub fn is_tls(&self) -> bool {
-        self.uri.scheme == AMQPScheme::AMQPS
+        self.tls
     }
 
-    /// The URI to connect with `username` / `password` (or the broker's default account).
-    fn with_credentials(&self, credentials: Option<(&str, &Secret)>) -> AMQPUri {
-        let mut uri = self.uri.clone();
-        if let Some((username, password)) = credentials {
-            uri.authority.userinfo = AMQPUserInfo {
-                username: username.to_owned(),
-                password: password.expose().to_owned(),
-            };
-        }
-        uri
+    /// The arguments to open a connection with `username` / `password` (or the broker's
+    /// default account), named `name`.
+    fn arguments(
+        &self,
+        credentials: Option<(&str, &Secret)>,
+        name: &str,
+    ) -> OpenConnectionArguments {
+        let (username, password) = match credentials {
+            Some((username, password)) => (username, password.expose()),
+            None => ("guest", "guest"),
+        };
+        let credentials = match self.auth {
+            AuthMechanism::Plain => SecurityCredentials::new_plain(username, password),
+            AuthMechanism::AmqPlain => SecurityCredentials::new_amqplain(username, password),
+            AuthMechanism::External => SecurityCredentials::new_external(),
+        };
+        let mut arguments = OpenConnectionArguments::default();
+        arguments
+            .host(&self.host)
+            .port(self.port)
+            .virtual_host(&self.vhost)
+            .heartbeat(self.heartbeat)
+            .connection_name(name)
+            .credentials(credentials);
+        arguments
     }
 }
 
@@ -81,52 +180,489 @@ impl std::fmt::Display for BrokerAddress {
     }
 }
 
-/// Connects to the broker of `params`, naming the connection `name` (shown by RabbitMQ).
+/// The first value of query parameter `name`.
+fn query(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Query parameter `name` as a number of type `T`, if given.
+fn query_number<T>(url: &url::Url, name: &str) -> ConnectorResult<Option<T>>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError>,
+{
+    query(url, name)
+        .map(|value| {
+            value.parse::<T>().map_err(|e| {
+                ConnectorError::invalid("url", format!("query parameter `{name}`: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// Decodes `%XX` escapes (a `%` not followed by two hex digits stays as is); the result must be
+/// UTF-8.
+fn percent_decode(text: &str) -> Result<String, String> {
+    fn hex(digit: u8) -> Option<u8> {
+        char::from(digit)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        let escaped = match (byte, bytes.get(at + 1), bytes.get(at + 2)) {
+            (b'%', Some(&high), Some(&low)) => hex(high).zip(hex(low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                out.push(high << 4 | low);
+                at += 3;
+            }
+            None => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// An open connection and what its broker said about it.
+pub struct Link {
+    connection: Connection,
+    state: Arc<ConnectionState>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("open", &self.connection.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the broker said when it closed a connection (its `connection.close`).
+#[derive(Debug, Default)]
+struct ConnectionState {
+    closed: Mutex<Option<(u16, String)>>,
+}
+
+/// What the broker said about one channel: its `channel.close`, or that it cancelled the
+/// channel's consumer.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelState {
+    closed: Mutex<Option<(u16, String)>>,
+    cancelled: AtomicBool,
+}
+
+impl ChannelState {
+    /// The reply code of the broker's `channel.close`, if it closed the channel.
+    pub(crate) fn closed_code(&self) -> Option<u16> {
+        lock(&self.closed).as_ref().map(|(code, _)| *code)
+    }
+
+    /// Whether the broker's `channel.close` said NOT_FOUND (a missing queue or exchange).
+    pub(crate) fn is_not_found(&self) -> bool {
+        self.closed_code() == Some(NOT_FOUND)
+    }
+
+    /// Whether the broker cancelled the channel's consumer (`basic.cancel`: the queue was
+    /// deleted, say).
+    pub(crate) fn consumer_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why a channel ended, from what the broker said (or did not say) about it and its connection.
+fn ending(channel: &ChannelState, connection: &ConnectionState, open: bool) -> String {
+    if let Some((code, text)) = lock(&channel.closed).as_ref() {
+        return format!("the broker closed the channel ({code} {text})");
+    }
+    if let Some((code, text)) = lock(&connection.closed).as_ref() {
+        return format!("the broker closed the connection ({code} {text})");
+    }
+    if open {
+        "the channel closed".to_owned()
+    } else {
+        "the connection was lost".to_owned()
+    }
+}
+
+impl Link {
+    /// Opens a channel whose broker-initiated events (`channel.close`, `basic.cancel`) are
+    /// recorded in the returned state.
+    pub(crate) async fn channel(&self) -> ConnectorResult<(Channel, Arc<ChannelState>)> {
+        let channel = self
+            .connection
+            .open_channel(None)
+            .await
+            .map_err(|e| self.retryable("cannot open a channel", &e))?;
+        let state = Arc::new(ChannelState::default());
+        self.watch(&channel, &state, None).await?;
+        Ok((channel, state))
+    }
+
+    /// From now on, hands the publisher confirms and returned messages of `channel` to
+    /// `confirms`, which fail once the channel has ended.
+    pub(crate) async fn feed_confirms(
+        &self,
+        channel: &Channel,
+        state: &Arc<ChannelState>,
+        confirms: Arc<Confirms>,
+    ) -> ConnectorResult<()> {
+        self.watch(channel, state, Some(confirms)).await
+    }
+
+    /// Registers the callback of `channel` (replacing the one before).
+    async fn watch(
+        &self,
+        channel: &Channel,
+        state: &Arc<ChannelState>,
+        confirms: Option<Arc<Confirms>>,
+    ) -> ConnectorResult<()> {
+        let events = ChannelEvents {
+            state: state.clone(),
+            connection: self.state.clone(),
+            confirms,
+        };
+        channel
+            .register_callback(events)
+            .await
+            .map_err(|e| self.retryable("cannot open a channel", &e))
+    }
+
+    /// Why the channel with `state` ended (or cannot be used), for an error message.
+    pub(crate) fn ending(&self, state: &ChannelState) -> String {
+        ending(state, &self.state, self.connection.is_open())
+    }
+
+    /// A retryable error: `what` and the reason a call on one of this connection's channels
+    /// failed. The broker's reply, when it closed the channel or the connection, is the reason;
+    /// the library's error otherwise.
+    pub(crate) fn failed(
+        &self,
+        what: impl std::fmt::Display,
+        state: &ChannelState,
+        error: &amqprs::error::Error,
+    ) -> ConnectorError {
+        if state.closed_code().is_some()
+            || lock(&self.state.closed).is_some()
+            || !self.connection.is_open()
+        {
+            return ConnectorError::retryable(format!("{what}: {}", self.ending(state)));
+        }
+        self.retryable(what, error)
+    }
+
+    fn retryable(
+        &self,
+        what: impl std::fmt::Display,
+        error: &amqprs::error::Error,
+    ) -> ConnectorError {
+        if let Some((code, text)) = lock(&self.state.closed).as_ref() {
+            return ConnectorError::retryable(format!(
+                "{what}: the broker closed the connection ({code} {text})"
+            ));
+        }
+        retryable(what, error)
+    }
+
+    /// Closes the connection gracefully (the broker requeues what was delivered and not
+    /// acknowledged), giving up after a few seconds.
+    pub async fn close(&self) {
+        let close = self.connection.clone().close();
+        match tokio::time::timeout(CLOSE_TIMEOUT, close).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %describe(&e), "closing the connection"),
+            Err(_) => tracing::debug!("closing the connection timed out"),
+        }
+    }
+}
+
+/// The connection's callback: records the broker's `connection.close` and, for a publishing
+/// stream, raises [`BLOCKED_ALERT`] while the broker blocks the connection.
+struct ConnectionEvents {
+    state: Arc<ConnectionState>,
+    /// The stream to alert about `connection.blocked` (egress streams only).
+    blocked: Option<StreamContext>,
+}
+
+#[async_trait]
+impl ConnectionCallback for ConnectionEvents {
+    async fn close(&mut self, _: &Connection, close: Close) -> Result<(), amqprs::error::Error> {
+        tracing::debug!(code = close.reply_code(), text = %close.reply_text(), "the broker closed the connection");
+        lock(&self.state.closed).get_or_insert((close.reply_code(), close.reply_text().clone()));
+        Ok(())
+    }
+
+    async fn blocked(&mut self, _: &Connection, reason: String) {
+        if let Some(ctx) = &self.blocked {
+            ctx.alert(
+                BLOCKED_ALERT,
+                Severity::Warning,
+                format!("the broker blocks publishing ({reason}); writes wait"),
+            );
+        }
+    }
+
+    async fn unblocked(&mut self, _: &Connection) {
+        if let Some(ctx) = &self.blocked {
+            ctx.resolve_alert(BLOCKED_ALERT, "the broker accepts publishing again");
+        }
+    }
+
+    async fn secret_updated(&mut self, _: &Connection) {}
+}
+
+/// A channel's callback: records the broker's `channel.close` and consumer cancellation, and
+/// hands confirms and returned messages to the channel's [`Confirms`]. The channel's dispatcher
+/// drops it when the channel ends, which fails the confirms still awaited.
+struct ChannelEvents {
+    state: Arc<ChannelState>,
+    connection: Arc<ConnectionState>,
+    confirms: Option<Arc<Confirms>>,
+}
+
+#[async_trait]
+impl ChannelCallback for ChannelEvents {
+    async fn close(
+        &mut self,
+        _: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
+        tracing::debug!(code = close.reply_code(), text = %close.reply_text(), "the broker closed the channel");
+        lock(&self.state.closed).get_or_insert((close.reply_code(), close.reply_text().clone()));
+        Ok(())
+    }
+
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
+        // Accepting it ends the consumer's receiver: the source sees its end.
+        self.state.cancelled.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+
+    async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
+        if let Some(confirms) = &self.confirms {
+            confirms.settle_tags(ack.delivery_tag(), ack.mutiple(), false);
+        }
+    }
+
+    async fn publish_nack(&mut self, _: &Channel, nack: Nack) {
+        if let Some(confirms) = &self.confirms {
+            confirms.settle_tags(nack.delivery_tag(), nack.multiple(), true);
+        }
+    }
+
+    async fn publish_return(
+        &mut self,
+        _: &Channel,
+        ret: Return,
+        _: BasicProperties,
+        content: Vec<u8>,
+    ) {
+        if let Some(confirms) = &self.confirms {
+            confirms.returned(Returned {
+                routing_key: ret.routing_key().clone(),
+                reply_code: ret.reply_code(),
+                reply_text: ret.reply_text().clone(),
+                body: content,
+            });
+        }
+    }
+}
+
+impl Drop for ChannelEvents {
+    fn drop(&mut self) {
+        if let Some(confirms) = &self.confirms {
+            // The connection's state is not known here: its loss is the likely reason when
+            // neither the channel nor the connection was closed by the broker.
+            confirms.fail(ending(&self.state, &self.connection, false));
+        }
+    }
+}
+
+/// Connects to the broker of `params`, naming the connection `name` (shown by RabbitMQ). `blocked`
+/// is the stream to alert while the broker blocks the connection (publishing streams).
 /// Every failure is retryable (the broker may come back, a secret may be rotated), except a
-/// password source that cannot be read.
+/// password source or a TLS file that cannot be read.
 pub async fn connect(
     params: &AmqpParams,
     name: &str,
-) -> ConnectorResult<(Connection, BrokerAddress)> {
+    blocked: Option<&StreamContext>,
+) -> ConnectorResult<(Link, BrokerAddress)> {
     let address = BrokerAddress::parse(&params.url)?;
     let password = params.password_source().load().await?;
     let credentials = match (&params.username, &password) {
         (Some(username), Some(password)) => Some((username.as_str(), password)),
         _ => None,
     };
-    let uri = address.with_credentials(credentials);
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let tls = tls_config(params).await?;
-    let runtime = lapin::runtime::default_runtime()
-        .map_err(|e| ConnectorError::fatal(format!("no async runtime for lapin: {e}")))?;
-    let connection = Connection::connect_uri_with_config(uri, properties, tls, runtime)
+    let mut arguments = address.arguments(credentials, name);
+    if address.is_tls() {
+        arguments.tls_adaptor(tls_adaptor(params, &address.host).await?);
+    }
+    let connection = match tokio::time::timeout(
+        address.connection_timeout,
+        Connection::open(&arguments),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => return Err(open_failed(&address, &e)),
+        Err(_) => {
+            return Err(ConnectorError::retryable(format!(
+                "cannot connect to {address}: no answer within {} ms (connection_timeout)",
+                address.connection_timeout.as_millis()
+            )));
+        }
+    };
+    drop(arguments);
+    if connection.heartbeat() == 0 {
+        // amqprs treats a heartbeat of 0 as a deadline already past: the connection would drop
+        // at once. Both sides said 0 (`heartbeat=0` and a broker without heartbeats).
+        let link = Link {
+            connection,
+            state: Arc::default(),
+        };
+        link.close().await;
+        return Err(ConnectorError::retryable(format!(
+            "cannot connect to {address}: the broker turned heartbeats off as the URL asked (heartbeat=0); the client library needs them: set heartbeat to a number of seconds"
+        )));
+    }
+    let state = Arc::new(ConnectionState::default());
+    let events = ConnectionEvents {
+        state: state.clone(),
+        blocked: blocked.cloned(),
+    };
+    connection
+        .register_callback(events)
         .await
         .map_err(|e| retryable(format!("cannot connect to {address}"), &e))?;
-    Ok((connection, address))
+    // amqprs takes the broker's frame_max and channel_max as they are.
+    if let Some(wanted) = address
+        .frame_max
+        .filter(|&max| max != 0 && max < connection.frame_max())
+    {
+        tracing::warn!(
+            wanted,
+            used = connection.frame_max(),
+            "the URL's frame_max is not applied: the client library uses the broker's"
+        );
+    }
+    if let Some(wanted) = address
+        .channel_max
+        .filter(|&max| max != 0 && max < connection.channel_max())
+    {
+        tracing::warn!(
+            wanted,
+            used = connection.channel_max(),
+            "the URL's channel_max is not applied: the client library uses the broker's"
+        );
+    }
+    Ok((Link { connection, state }, address))
+}
+
+/// The error of a connection that could not be opened: the broker's reply when it refused the
+/// connection (the client announces `authentication_failure_close`, so a refused login comes
+/// back as `403 ACCESS_REFUSED`), otherwise what went wrong, with a hint when the connection
+/// ended during the handshake (a broker that closes without a word, or the network).
+fn open_failed(address: &BrokerAddress, error: &amqprs::error::Error) -> ConnectorError {
+    if let amqprs::error::Error::ConnectionOpenError(text) = error
+        && let Some((code, reply)) = broker_reply(text)
+    {
+        return ConnectorError::retryable(format!(
+            "cannot connect to {address}: the broker refused the connection ({code} {reply})"
+        ));
+    }
+    let reason = describe(error);
+    let hint = match error {
+        amqprs::error::Error::NetworkError(text)
+            if text.contains("peer shutdown") || text.contains("reset by peer") =>
+        {
+            " (the connection closed during the handshake: the username or password refused, or the network cut it)"
+        }
+        _ => "",
+    };
+    ConnectorError::retryable(format!("cannot connect to {address}: {reason}{hint}"))
+}
+
+/// The reply code and text of the broker's `connection.close` inside the text of amqprs's
+/// error for a connection the broker refused to open (it prints the frame it got instead of
+/// `connection.open-ok`).
+fn broker_reply(text: &str) -> Option<(u16, &str)> {
+    let (_, after) = text.split_once("reply_code: ")?;
+    let code = after.split(',').next()?.trim().parse().ok()?;
+    let (_, after) = after.split_once("reply_text: ShortStr(")?;
+    let (_, after) = after.split_once(", \"")?;
+    let (reply, _) = after.split_once("\")")?;
+    Some((code, reply))
 }
 
 /// The TLS settings of `params`, read now (so renewed certificates are picked up at the next
-/// connect): `ca_file` trusted besides the system's roots, `cert_file` and `key_file` presented.
-async fn tls_config(params: &AmqpParams) -> ConnectorResult<OwnedTLSConfig> {
-    let cert_chain = match &params.ca_file {
-        Some(path) => Some(read_pem("ca_file", path, "CERTIFICATE-----").await?),
-        None => None,
+/// connect): the system's roots and `ca_file` trusted, `cert_file` and `key_file` presented;
+/// the broker's certificate must name `host`.
+async fn tls_adaptor(params: &AmqpParams, host: &str) -> ConnectorResult<TlsAdaptor> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = tokio::task::spawn_blocking(rustls_native_certs::load_native_certs)
+        .await
+        .map_err(|e| ConnectorError::fatal(format!("loading the system's CA certificates: {e}")))?;
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &params.ca_file {
+        let pem = read_pem("ca_file", path, "CERTIFICATE-----").await?;
+        for cert in certificates("ca_file", path, &pem)? {
+            roots
+                .add(cert)
+                .map_err(|e| ConnectorError::invalid("ca_file", format!("{path}: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectorError::fatal(format!("tls setup: {e}")))?
+        .with_root_certificates(roots);
+    let config = match (&params.cert_file, &params.key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let pem = read_pem("cert_file", cert_path, "CERTIFICATE-----").await?;
+            let chain = certificates("cert_file", cert_path, &pem)?;
+            let pem = read_pem("key_file", key_path, "PRIVATE KEY-----").await?;
+            let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
+                ConnectorError::invalid("key_file", format!("{key_path} holds no usable key: {e}"))
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                ConnectorError::invalid(
+                    "key_file",
+                    format!("{key_path} does not go with {cert_path}: {e}"),
+                )
+            })?
+        }
+        _ => builder.with_no_client_auth(),
     };
-    let identity = match (&params.cert_file, &params.key_file) {
-        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
-            pem: read_pem("cert_file", cert, "CERTIFICATE-----")
-                .await?
-                .into_bytes(),
-            key: read_pem("key_file", key, "PRIVATE KEY-----")
-                .await?
-                .into_bytes(),
-        }),
-        _ => None,
-    };
-    Ok(OwnedTLSConfig {
-        identity,
-        cert_chain,
-    })
+    Ok(TlsAdaptor::new(
+        tokio_rustls::TlsConnector::from(Arc::new(config)),
+        host.to_owned(),
+    ))
+}
+
+/// The certificates of PEM text `pem`, read from `path` for parameter `field`.
+fn certificates(
+    field: &str,
+    path: &str,
+    pem: &str,
+) -> ConnectorResult<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConnectorError::invalid(field, format!("{path} is not PEM: {e}")))
 }
 
 /// Reads the PEM file `path` of parameter `field`, which must hold a `-----BEGIN ...{marker}`
@@ -147,26 +683,24 @@ async fn read_pem(field: &str, path: &str, marker: &str) -> ConnectorResult<Stri
     Ok(text)
 }
 
-/// A retryable error: `what` (lowercase, no secret) and lapin's reason.
-pub fn retryable(what: impl std::fmt::Display, error: &lapin::Error) -> ConnectorError {
+/// A retryable error: `what` (lowercase, no secret) and amqprs's reason.
+pub fn retryable(what: impl std::fmt::Display, error: &amqprs::error::Error) -> ConnectorError {
     ConnectorError::retryable(format!("{what}: {}", describe(error)))
 }
 
-/// lapin's error text with a lowercase start (its messages never carry credentials).
-pub fn describe(error: &lapin::Error) -> String {
+/// amqprs's error text without its `AMQP` prefix, with a lowercase start (its messages never
+/// carry credentials).
+pub fn describe(error: &amqprs::error::Error) -> String {
     let text = error.to_string();
+    let text = text
+        .strip_prefix("AMQP(S) ")
+        .or_else(|| text.strip_prefix("AMQP "))
+        .unwrap_or(&text);
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text,
+        None => text.to_owned(),
     }
-}
-
-/// Whether `error` is the broker saying NOT_FOUND (a missing queue or exchange).
-pub fn is_not_found(error: &lapin::Error) -> bool {
-    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
-        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
 }
 
 #[cfg(test)]
@@ -176,32 +710,88 @@ mod tests {
     #[test]
     fn hosts_vhosts_and_defaults() {
         let a = BrokerAddress::parse("amqp://127.0.0.1:5672/%2f").unwrap();
-        assert_eq!(a.uri.authority.host, "127.0.0.1");
-        assert_eq!(a.uri.authority.port, 5672);
-        assert_eq!(a.uri.vhost, "/");
-        assert_eq!(a.uri.authority.userinfo.username, "guest");
-        assert_eq!(a.uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
+        assert_eq!(a.host, "127.0.0.1");
+        assert_eq!(a.port, 5672);
+        assert_eq!(a.vhost, "/");
+        assert!(!a.is_tls());
+        assert_eq!(a.heartbeat, DEFAULT_HEARTBEAT_SECS);
+        assert_eq!(
+            a.connection_timeout,
+            Duration::from_millis(DEFAULT_CONNECTION_TIMEOUT_MS)
+        );
+        assert_eq!((a.frame_max, a.channel_max), (None, None));
+        assert_eq!(a.auth, AuthMechanism::Plain);
         let b = BrokerAddress::parse("amqps://[::1]/prod?heartbeat=30").unwrap();
-        assert_eq!(b.uri.scheme, AMQPScheme::AMQPS);
-        assert_eq!(b.uri.authority.host, "::1");
-        assert_eq!(b.uri.authority.port, 5671);
-        assert_eq!(b.uri.vhost, "prod");
-        assert_eq!(b.uri.query.heartbeat, Some(30));
+        assert!(b.is_tls());
+        assert_eq!(b.host, "::1");
+        assert_eq!(b.port, 5671);
+        assert_eq!(b.vhost, "prod");
+        assert_eq!(b.heartbeat, 30);
         assert_eq!(b.to_string(), "amqps://[::1]/prod?heartbeat=30");
         let c = BrokerAddress::parse("amqp://rabbit.local").unwrap();
-        assert_eq!(
-            (c.uri.authority.host.as_str(), c.uri.vhost.as_str()),
-            ("rabbit.local", "/")
-        );
+        assert_eq!((c.host.as_str(), c.vhost.as_str()), ("rabbit.local", "/"));
+        let d = BrokerAddress::parse("amqp://h/a%2Fb%zz").unwrap();
+        assert_eq!(d.vhost, "a/b%zz");
+    }
+
+    #[test]
+    fn query_parameters_are_read_and_checked() {
+        let a = BrokerAddress::parse(
+            "amqp://h/v?connection_timeout=2500&frame_max=8192&channel_max=16&auth_mechanism=AMQPLAIN",
+        )
+        .unwrap();
+        assert_eq!(a.connection_timeout, Duration::from_millis(2500));
+        assert_eq!(a.frame_max, Some(8192));
+        assert_eq!(a.channel_max, Some(16));
+        assert_eq!(a.auth, AuthMechanism::AmqPlain);
+        for url in [
+            "amqp://h/v?heartbeat=x",
+            "amqp://h/v?heartbeat=70000",
+            "amqp://h/v?channel_max=-1",
+            "amqp://h/v?frame_max=1.5",
+            "amqp://h/v?connection_timeout=",
+            "amqp://h/v?auth_mechanism=kerberos",
+            "amqp://h/v?auth_mechanism=anonymous",
+        ] {
+            assert!(
+                matches!(
+                    BrokerAddress::parse(url),
+                    Err(ConnectorError::InvalidParameter { ref field, .. }) if field == "url"
+                ),
+                "{url}"
+            );
+        }
+        let long = format!("amqp://h/{}", "v".repeat(256));
+        assert!(BrokerAddress::parse(&long).is_err());
     }
 
     #[test]
     fn credentials_come_from_the_secret_only() {
         let a = BrokerAddress::parse("amqp://127.0.0.1:5672/%2f").unwrap();
         let secret = Secret::new("s3cret");
-        let uri = a.with_credentials(Some(("app", &secret)));
-        assert_eq!(uri.authority.userinfo.username, "app");
-        assert_eq!(uri.authority.userinfo.password, "s3cret");
+        let arguments = a.arguments(Some(("app", &secret)), "stream");
+        assert!(arguments.get_credentials() == &SecurityCredentials::new_plain("app", "s3cret"));
+        assert_eq!(arguments.get_connection_name(), Some("stream"));
+        assert_eq!(arguments.get_virtual_host(), "/");
+        assert_eq!(arguments.get_heartbeat(), DEFAULT_HEARTBEAT_SECS);
+        let guest = a.arguments(None, "stream");
+        assert!(guest.get_credentials() == &SecurityCredentials::new_plain("guest", "guest"));
         assert!(!a.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_refused_open_says_the_brokers_reply() {
+        let text = "failed to open connection, reason: Close(MethodHeader { class_id: 10, method_id: 50 }, Close { reply_code: 530, reply_text: ShortStr(41, \"NOT_ALLOWED - vhost nosuchvhost not found\"), class_id: 10, method_id: 40 })";
+        assert_eq!(
+            broker_reply(text),
+            Some((530, "NOT_ALLOWED - vhost nosuchvhost not found"))
+        );
+        assert_eq!(broker_reply("failed to open connection"), None);
+    }
+
+    #[test]
+    fn errors_lose_the_library_prefix() {
+        let e = amqprs::error::Error::NetworkError("network io error: refused".to_owned());
+        assert_eq!(describe(&e), "network error: network io error: refused");
     }
 }

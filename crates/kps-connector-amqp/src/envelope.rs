@@ -1,10 +1,9 @@
 //! Turning an AMQP delivery into a record: the body as is, or a JSON envelope with the body,
 //! routing key, exchange, headers and properties.
 
+use amqprs::{BasicProperties, DecimalValue, FieldTable, FieldValue};
 use base64::Engine;
 use kps_connector_core::Bytes;
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 
@@ -56,7 +55,7 @@ fn json_record(body: &[u8], meta: Meta<'_>) -> Result<Bytes, Unhandled> {
         body,
         routing_key: meta.routing_key,
         exchange: meta.exchange,
-        headers: Table(meta.properties.headers().as_ref()),
+        headers: Table(meta.properties.headers()),
         properties: Properties(meta.properties),
     };
     let mut out = Vec::with_capacity(body.len() + 128);
@@ -74,7 +73,7 @@ struct JsonEnvelope<'a> {
     properties: Properties<'a>,
 }
 
-/// Headers as a JSON object (an absent table is `{}`).
+/// Headers as a JSON object with its keys in order (an absent table is `{}`).
 struct Table<'a>(Option<&'a FieldTable>);
 
 impl Serialize for Table<'_> {
@@ -82,61 +81,73 @@ impl Serialize for Table<'_> {
         let Some(table) = self.0 else {
             return serializer.serialize_map(Some(0))?.end();
         };
-        let inner = table.inner();
-        let mut map = serializer.serialize_map(Some(inner.len()))?;
-        for (key, value) in inner {
-            map.serialize_entry(key.as_str(), &Value(value))?;
+        let mut fields: Vec<(&String, &FieldValue)> = table
+            .as_ref()
+            .iter()
+            .map(|(key, value)| (key.as_ref(), value))
+            .collect();
+        fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            map.serialize_entry(key, &Value(value))?;
         }
         map.end()
     }
 }
 
-/// One AMQP field value as JSON: numbers, booleans, text (byte strings that are not UTF-8 and
-/// byte arrays as base64), arrays, objects; a decimal as a number, void as null.
-struct Value<'a>(&'a AMQPValue);
+/// One AMQP field value as JSON: numbers, booleans, text, arrays, objects; a byte array as
+/// base64, a decimal as a number, void as null.
+///
+/// A long string is UTF-8 text: the client library cannot decode one that is not.
+struct Value<'a>(&'a FieldValue);
 
 impl Serialize for Value<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            AMQPValue::Boolean(v) => serializer.serialize_bool(*v),
-            AMQPValue::ShortShortInt(v) => serializer.serialize_i8(*v),
-            AMQPValue::ShortShortUInt(v) => serializer.serialize_u8(*v),
-            AMQPValue::ShortInt(v) => serializer.serialize_i16(*v),
-            AMQPValue::ShortUInt(v) => serializer.serialize_u16(*v),
-            AMQPValue::LongInt(v) => serializer.serialize_i32(*v),
-            AMQPValue::LongUInt(v) => serializer.serialize_u32(*v),
-            AMQPValue::LongLongInt(v) => serializer.serialize_i64(*v),
-            AMQPValue::Float(v) => serializer.serialize_f32(*v),
-            AMQPValue::Double(v) => serializer.serialize_f64(*v),
-            AMQPValue::DecimalValue(d) => {
-                serializer.serialize_f64(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
-            }
-            AMQPValue::ShortString(s) => serializer.serialize_str(s.as_str()),
-            AMQPValue::LongString(s) => bytes(serializer, s.as_bytes()),
-            AMQPValue::FieldArray(array) => {
-                let items = array.as_slice();
+            FieldValue::t(v) => serializer.serialize_bool(*v),
+            FieldValue::b(v) => serializer.serialize_i8(*v),
+            FieldValue::B(v) => serializer.serialize_u8(*v),
+            FieldValue::s(v) => serializer.serialize_i16(*v),
+            FieldValue::u(v) => serializer.serialize_u16(*v),
+            FieldValue::I(v) => serializer.serialize_i32(*v),
+            FieldValue::i(v) => serializer.serialize_u32(*v),
+            FieldValue::l(v) => serializer.serialize_i64(*v),
+            FieldValue::f(v) => serializer.serialize_f32(*v),
+            FieldValue::d(v) => serializer.serialize_f64(*v),
+            FieldValue::D(d) => match decimal(d) {
+                Some(number) => serializer.serialize_f64(number),
+                None => serializer.serialize_unit(),
+            },
+            FieldValue::S(s) => serializer.serialize_str(s.as_ref()),
+            FieldValue::A(array) => {
+                // The library offers an array's values by value only.
+                let items = Vec::<FieldValue>::from(array.clone());
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
+                for item in &items {
                     seq.serialize_element(&Value(item))?;
                 }
                 seq.end()
             }
-            AMQPValue::Timestamp(t) => serializer.serialize_u64(*t),
-            AMQPValue::FieldTable(table) => Table(Some(table)).serialize(serializer),
-            AMQPValue::ByteArray(b) => serializer
-                .serialize_str(&base64::engine::general_purpose::STANDARD.encode(b.as_slice())),
-            AMQPValue::Void => serializer.serialize_unit(),
+            FieldValue::T(t) => serializer.serialize_u64(*t),
+            FieldValue::F(table) => Table(Some(table)).serialize(serializer),
+            FieldValue::x(b) => {
+                let bytes = Vec::<u8>::from(b.clone());
+                serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            FieldValue::V => serializer.serialize_unit(),
         }
     }
 }
 
-fn bytes<S: Serializer>(serializer: S, value: &[u8]) -> Result<S::Ok, S::Error> {
-    match std::str::from_utf8(value) {
-        Ok(text) => serializer.serialize_str(text),
-        Err(_) => {
-            serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(value))
-        }
-    }
+/// A decimal's value. The library keeps its scale and digits private; they are what it
+/// serializes, in that order.
+fn decimal(value: &DecimalValue) -> Option<f64> {
+    let serde_json::Value::Array(parts) = serde_json::to_value(value).ok()? else {
+        return None;
+    };
+    let scale = i32::try_from(parts.first()?.as_u64()?).ok()?;
+    let digits = i32::try_from(parts.get(1)?.as_i64()?).ok()?;
+    Some(f64::from(digits) / 10f64.powi(scale))
 }
 
 /// The message properties that are set, by their AMQP names (`type` for the message type).
@@ -153,24 +164,24 @@ impl Serialize for Properties<'_> {
             ("reply_to", p.reply_to()),
             ("expiration", p.expiration()),
             ("message_id", p.message_id()),
-            ("type", p.kind()),
+            ("type", p.message_type()),
             ("user_id", p.user_id()),
             ("app_id", p.app_id()),
             ("cluster_id", p.cluster_id()),
         ];
         for (name, value) in strings {
             if let Some(value) = value {
-                map.serialize_entry(name, value.as_str())?;
+                map.serialize_entry(name, value)?;
             }
         }
         if let Some(mode) = p.delivery_mode() {
-            map.serialize_entry("delivery_mode", mode)?;
+            map.serialize_entry("delivery_mode", &mode)?;
         }
         if let Some(priority) = p.priority() {
-            map.serialize_entry("priority", priority)?;
+            map.serialize_entry("priority", &priority)?;
         }
         if let Some(timestamp) = p.timestamp() {
-            map.serialize_entry("timestamp", timestamp)?;
+            map.serialize_entry("timestamp", &timestamp)?;
         }
         map.end()
     }
@@ -179,7 +190,7 @@ impl Serialize for Properties<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::{DecimalValue, FieldArray, LongString, ShortString};
+    use amqprs::{ByteArray, FieldArray, LongStr, ShortStr};
     use serde_json::json;
 
     const BIG: usize = 1 << 20;
@@ -190,6 +201,10 @@ mod tests {
             routing_key: "rk",
             properties,
         }
+    }
+
+    fn name(key: &str) -> ShortStr {
+        key.try_into().expect("a short string")
     }
 
     #[test]
@@ -204,35 +219,32 @@ mod tests {
 
     #[test]
     fn json_envelope_carries_everything() {
-        let mut headers = FieldTable::default();
-        headers.insert(ShortString::from("n"), AMQPValue::LongInt(-3));
+        let mut headers = FieldTable::new();
+        headers.insert(name("n"), FieldValue::I(-3));
         headers.insert(
-            ShortString::from("s"),
-            AMQPValue::LongString(LongString::from("x")),
+            name("s"),
+            FieldValue::S(LongStr::try_from("x").expect("a long string")),
         );
         headers.insert(
-            ShortString::from("bin"),
-            AMQPValue::LongString(LongString::from(vec![0xff, 0x00])),
+            name("bin"),
+            FieldValue::x(ByteArray::try_from(vec![0xff, 0x00]).expect("a byte array")),
         );
         headers.insert(
-            ShortString::from("a"),
-            AMQPValue::FieldArray(FieldArray::from(vec![
-                AMQPValue::Boolean(true),
-                AMQPValue::Void,
-            ])),
+            name("a"),
+            FieldValue::A(
+                FieldArray::try_from(vec![FieldValue::t(true), FieldValue::V]).expect("an array"),
+            ),
         );
-        headers.insert(
-            ShortString::from("d"),
-            AMQPValue::DecimalValue(DecimalValue {
-                scale: 2,
-                value: 125,
-            }),
-        );
+        headers.insert(name("d"), FieldValue::D(DecimalValue::new(2, 125)));
+        let mut nested = FieldTable::new();
+        nested.insert(name("at"), FieldValue::T(1_700_000_000));
+        headers.insert(name("t"), FieldValue::F(nested));
         let props = BasicProperties::default()
-            .with_content_type("application/json".into())
+            .with_content_type("application/json")
             .with_delivery_mode(2)
-            .with_type("reading".into())
-            .with_headers(headers);
+            .with_message_type("reading")
+            .with_headers(headers)
+            .finish();
         let record = to_record(Envelope::Json, br#"{"t":1}"#.to_vec(), meta(&props), BIG).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&record).unwrap();
         assert_eq!(
@@ -241,10 +253,18 @@ mod tests {
                 "body": "{\"t\":1}",
                 "routing_key": "rk",
                 "exchange": "ex",
-                "headers": {"n": -3, "s": "x", "bin": "/wA=", "a": [true, null], "d": 1.25},
+                "headers": {"n": -3, "s": "x", "bin": "/wA=", "a": [true, null], "d": 1.25,
+                            "t": {"at": 1_700_000_000}},
                 "properties": {"content_type": "application/json", "delivery_mode": 2, "type": "reading"}
             })
         );
+        // The headers come out in key order, whatever the table's.
+        let text = std::str::from_utf8(&record).unwrap();
+        let order: Vec<usize> = ["\"a\"", "\"bin\"", "\"d\"", "\"n\"", "\"s\"", "\"t\""]
+            .iter()
+            .map(|key| text.find(key).expect("a header"))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
         let bare = to_record(
             Envelope::Json,
             b"x".to_vec(),

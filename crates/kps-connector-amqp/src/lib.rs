@@ -1,6 +1,7 @@
 //! # kps-connector-amqp
 //!
-//! The AMQP 0-9-1 (RabbitMQ) connector, built on lapin. Bidirectional:
+//! The AMQP 0-9-1 (RabbitMQ) connector, built on amqprs (its connections run as tokio tasks).
+//! Bidirectional:
 //!
 //! - **ingress** consumes a queue with manual acknowledgements and a prefetch window; a batch of
 //!   deliveries is acknowledged (`basic.ack`, `multiple`) only after the transport confirmed its

@@ -26,8 +26,9 @@ const MAX_SHORT_STRING: usize = 255;
 #[serde(deny_unknown_fields)]
 pub struct AmqpParams {
     /// The broker, `amqp://host:port/vhost` or `amqps://host:port/vhost` (vhost percent-encoded:
-    /// `%2f` is `/`). Query parameters `heartbeat`, `connection_timeout` (ms), `frame_max` and
-    /// `channel_max` are honoured. Credentials inside the URL are refused.
+    /// `%2f` is `/`). Query parameters `heartbeat` (s) and `connection_timeout` (ms) are
+    /// honoured; `frame_max` and `channel_max` are checked but the broker's values are used.
+    /// Credentials inside the URL are refused.
     pub url: String,
     /// The user name; requires `password_file` or `password_env`. Without it, `guest`/`guest`.
     #[serde(default)]

@@ -1,12 +1,11 @@
 //! The routing key of an egress record: fixed, or taken from the record with a JSON pointer.
 
 use kps_connector_core::Bytes;
-use lapin::types::ShortString;
 
 /// How each record's routing key is found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
-    fixed: Option<ShortString>,
+    fixed: Option<String>,
     pointer: Option<String>,
 }
 
@@ -15,13 +14,13 @@ impl Routing {
     /// nothing). Neither: the empty routing key.
     pub fn new(key: Option<&str>, pointer: Option<&str>) -> Self {
         Self {
-            fixed: key.map(ShortString::from),
+            fixed: key.map(str::to_owned),
             pointer: pointer.map(str::to_owned),
         }
     }
 
     /// The routing key of `record`, or why it has none (no record content in the reason).
-    pub fn key_for(&self, record: &Bytes) -> Result<ShortString, String> {
+    pub fn key_for(&self, record: &Bytes) -> Result<String, String> {
         let Some(pointer) = &self.pointer else {
             return Ok(self.fixed.clone().unwrap_or_default());
         };
@@ -39,7 +38,7 @@ impl Routing {
             (Some(key), _) if key.len() > 255 => Err(format!(
                 "no routing key: the value at `{pointer}` is longer than 255 bytes"
             )),
-            (Some(key), _) => Ok(ShortString::from(key)),
+            (Some(key), _) => Ok(key),
             (None, Some(fixed)) => Ok(fixed.clone()),
             (None, None) => Err(format!(
                 "no routing key: nothing usable at `{pointer}` (a string, number or boolean)"
@@ -54,7 +53,6 @@ mod tests {
 
     fn key(r: &Routing, record: &str) -> Result<String, String> {
         r.key_for(&Bytes::copy_from_slice(record.as_bytes()))
-            .map(|k| k.as_str().to_owned())
     }
 
     #[test]

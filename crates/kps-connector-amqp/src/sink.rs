@@ -1,9 +1,8 @@
 //! Egress: publish each record to the exchange with publisher confirms; a batch is confirmed
 //! once the broker confirmed every record of it.
 //!
-//! Pipelined: [`Sink::send`] hands every publish of a batch to the connection in record order,
-//! waits until lapin wrote their frames, and returns the batch's confirmation without waiting
-//! for the broker. Up to [`PENDING_WRITES`] batches wait for their confirms at once; the core
+//! Pipelined: [`Sink::send`] hands every publish of a batch to the connection's writer task in
+//! record order and returns the batch's confirmation without waiting for the broker. Up to [`PENDING_WRITES`] batches wait for their confirms at once; the core
 //! awaits them in the order sent. `write` is `send` followed by its confirmation.
 //!
 //! - An unroutable record (returned by the broker under `mandatory`) is refused in the
@@ -17,22 +16,20 @@
 //!   before may be published twice).
 //! - A connection or channel failure is retryable too.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
-use futures::StreamExt;
+use amqprs::BasicProperties;
+use amqprs::channel::{
+    BasicPublishArguments, Channel, ConfirmSelectArguments, ExchangeDeclareArguments,
+};
 use kps_connector_core::metrics::StreamMetrics;
 use kps_connector_core::{
-    Bytes, ConnectorError, ConnectorResult, PendingWrite, Severity, Sink, StreamContext,
-    WriteOutcome, async_trait,
+    Bytes, ConnectorError, ConnectorResult, PendingWrite, Sink, StreamContext, WriteOutcome,
+    async_trait,
 };
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind, PublisherConfirm};
 
 use crate::confirms::{Confirms, Unclaimed};
-use crate::connection::{self, BrokerAddress, describe, is_not_found, retryable};
+use crate::connection::{self, BrokerAddress, ChannelState, Link};
 use crate::params::{AmqpParams, ExchangeType};
 use crate::routing::Routing;
 
@@ -51,23 +48,22 @@ pub const PENDING_WRITES: usize = 4;
 
 /// An open publisher on one exchange.
 pub struct AmqpSink {
-    connection: Connection,
+    link: Link,
     channel: Channel,
-    options: BasicPublishOptions,
+    state: Arc<ChannelState>,
+    mandatory: bool,
     properties: BasicProperties,
     shared: Arc<Shared>,
-    /// Stops the task that watches for connection.blocked when the sink goes.
-    _watcher: tokio_util::sync::DropGuard,
 }
 
 /// What the sink and its pending confirmations share.
 struct Shared {
-    exchange: ShortString,
+    exchange: String,
     routing: Routing,
     address: BrokerAddress,
     metrics: StreamMetrics,
-    /// The channel's publisher confirms and the messages they carry back.
-    confirms: Confirms,
+    /// The channel's publisher confirms and the messages the broker returned.
+    confirms: Arc<Confirms>,
 }
 
 impl std::fmt::Debug for AmqpSink {
@@ -81,6 +77,9 @@ impl std::fmt::Debug for AmqpSink {
 
 impl AmqpSink {
     /// Connects, checks (or declares) the exchange and turns publisher confirms on.
+    ///
+    /// While the broker blocks the connection (`connection.blocked`, a memory or disk alarm),
+    /// [`BLOCKED_ALERT`] is raised, and resolved when it unblocks it.
     pub async fn open(ctx: StreamContext, params: &AmqpParams) -> ConnectorResult<Self> {
         let exchange = params
             .exchange
@@ -90,142 +89,84 @@ impl AmqpSink {
             params.routing_key.as_deref(),
             params.routing_key_pointer.as_deref(),
         );
-        let (connection, address) =
-            connection::connect(params, &ctx.default_client_id(255)).await?;
-        let channel = open_exchange(
-            &connection,
-            exchange,
-            params.declare,
-            params.exchange_type(),
-        )
-        .await?;
+        let (link, address) =
+            connection::connect(params, &ctx.default_client_id(255), Some(&ctx)).await?;
+        let (channel, state) =
+            open_exchange(&link, exchange, params.declare, params.exchange_type()).await?;
+        let confirms = Arc::new(Confirms::new(params.mandatory()));
+        link.feed_confirms(&channel, &state, confirms.clone())
+            .await?;
         channel
-            .confirm_select(ConfirmSelectOptions::default())
+            .confirm_select(ConfirmSelectArguments::new(false))
             .await
-            .map_err(|e| retryable("confirm.select", &e))?;
+            .map_err(|e| link.failed("confirm.select", &state, &e))?;
         let mut properties = BasicProperties::default();
         if params.persistent() {
-            properties = properties.with_delivery_mode(2);
+            properties.with_delivery_mode(2);
         }
-        let watcher = watch_blocked(&ctx, &connection);
         tracing::info!(%address, exchange, "publishing with confirms");
         Ok(Self {
-            connection,
+            link,
             channel,
-            options: BasicPublishOptions {
-                mandatory: params.mandatory(),
-                immediate: false,
-            },
+            state,
+            mandatory: params.mandatory(),
             properties,
             shared: Arc::new(Shared {
-                exchange: exchange.into(),
+                exchange: exchange.to_owned(),
                 routing,
                 address,
                 metrics: ctx.metrics().clone(),
-                confirms: Confirms::new(params.mandatory()),
+                confirms,
             }),
-            _watcher: watcher,
         })
     }
 }
 
-/// Raises [`BLOCKED_ALERT`] while the broker blocks this connection's publishing (writes then
-/// wait), and resolves it when the broker unblocks it. The watch ends with the sink.
-fn watch_blocked(ctx: &StreamContext, connection: &Connection) -> tokio_util::sync::DropGuard {
-    let stop = ctx.cancelled().child_token();
-    let guard = stop.clone().drop_guard();
-    let mut events = Box::pin(connection.events_listener());
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                _ = stop.cancelled() => break,
-                event = events.next() => event,
-            };
-            match event {
-                Some(lapin::Event::ConnectionBlocked(reason)) => ctx.alert(
-                    BLOCKED_ALERT,
-                    Severity::Warning,
-                    format!("the broker blocks publishing ({reason}); writes wait"),
-                ),
-                Some(lapin::Event::ConnectionUnblocked) => {
-                    ctx.resolve_alert(BLOCKED_ALERT, "the broker accepts publishing again");
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-    });
-    guard
-}
-
 /// A channel on which `exchange` is known to exist (see `source::open_queue`).
 async fn open_exchange(
-    connection: &Connection,
+    link: &Link,
     exchange: &str,
     declare: bool,
     kind: ExchangeType,
-) -> ConnectorResult<Channel> {
-    let channel = new_channel(connection).await?;
+) -> ConnectorResult<(Channel, Arc<ChannelState>)> {
+    let (channel, state) = link.channel().await?;
     if exchange.is_empty() {
-        return Ok(channel);
+        return Ok((channel, state));
     }
-    let passive = ExchangeDeclareOptions {
-        passive: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    let kind = match kind {
-        ExchangeType::Direct => ExchangeKind::Direct,
-        ExchangeType::Fanout => ExchangeKind::Fanout,
-        ExchangeType::Topic => ExchangeKind::Topic,
-        ExchangeType::Headers => ExchangeKind::Headers,
-    };
-    match channel
-        .exchange_declare(
-            exchange.into(),
-            kind.clone(),
-            passive,
-            FieldTable::default(),
-        )
-        .await
-    {
-        Ok(()) => Ok(channel),
-        Err(e) if is_not_found(&e) && declare => {
-            let channel = new_channel(connection).await?;
-            let durable = ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            };
-            channel
-                .exchange_declare(exchange.into(), kind, durable, FieldTable::default())
-                .await
-                .map_err(|e| retryable(format!("cannot declare exchange `{exchange}`"), &e))?;
+    let passive = ExchangeDeclareArguments::of_type(exchange, amqprs_kind(kind))
+        .passive(true)
+        .finish();
+    match channel.exchange_declare(passive).await {
+        Ok(()) => Ok((channel, state)),
+        Err(_) if state.is_not_found() && declare => {
+            // The failed check closed that channel.
+            let (channel, state) = link.channel().await?;
+            let durable = ExchangeDeclareArguments::of_type(exchange, amqprs_kind(kind))
+                .durable(true)
+                .finish();
+            channel.exchange_declare(durable).await.map_err(|e| {
+                link.failed(format!("cannot declare exchange `{exchange}`"), &state, &e)
+            })?;
             tracing::info!(exchange, "declared the exchange");
-            Ok(channel)
+            Ok((channel, state))
         }
-        Err(e) if is_not_found(&e) => Err(ConnectorError::retryable(format!(
+        Err(_) if state.is_not_found() => Err(ConnectorError::retryable(format!(
             "exchange `{exchange}` not found (create it, or set declare: true)"
         ))),
-        Err(e) => Err(retryable(format!("cannot check exchange `{exchange}`"), &e)),
+        Err(e) => Err(link.failed(format!("cannot check exchange `{exchange}`"), &state, &e)),
     }
 }
 
-async fn new_channel(connection: &Connection) -> ConnectorResult<Channel> {
-    connection
-        .create_channel()
-        .await
-        .map_err(|e| retryable("cannot open a channel", &e))
+fn amqprs_kind(kind: ExchangeType) -> amqprs::channel::ExchangeType {
+    match kind {
+        ExchangeType::Direct => amqprs::channel::ExchangeType::Direct,
+        ExchangeType::Fanout => amqprs::channel::ExchangeType::Fanout,
+        ExchangeType::Topic => amqprs::channel::ExchangeType::Topic,
+        ExchangeType::Headers => amqprs::channel::ExchangeType::Headers,
+    }
 }
 
-/// A publish handed to the connection.
-enum PublishState<F> {
-    /// Its frames are queued; the future resolves once they are written.
-    Sending(Pin<Box<F>>),
-    /// Written; the broker's confirm is awaited.
-    Sent(lapin::Result<PublisherConfirm>),
-}
-
-/// A batch whose frames are written and whose confirms are awaited.
+/// A batch whose publishes are handed to the connection and whose confirms are awaited.
 struct Published {
     /// The batch's number on this channel.
     batch: u64,
@@ -239,50 +180,56 @@ struct Published {
 }
 
 impl AmqpSink {
-    /// Publishes every record that has a routing key and waits until lapin wrote their frames
-    /// (not for the broker's confirms).
+    /// Publishes every record that has a routing key, handing the publishes to the connection
+    /// in record order (not waiting for the broker's confirms).
     async fn publish(&self, records: &[Bytes]) -> ConnectorResult<Published> {
         let shared = &self.shared;
+        if let Some(reason) = shared.confirms.failure() {
+            return Err(ConnectorError::retryable(format!(
+                "publishing to {}: {reason}",
+                shared.address
+            )));
+        }
+        if !self.channel.is_open() {
+            return Err(ConnectorError::retryable(format!(
+                "publishing to {}: {}",
+                shared.address,
+                self.link.ending(&self.state)
+            )));
+        }
         let mut outcome = WriteOutcome::default();
         let mut sent = Vec::with_capacity(records.len());
-        let mut publishing = Vec::with_capacity(records.len());
-        // Hand every publish to the connection before awaiting any: each future is polled once
-        // right away, which queues its frames and registers its confirm in record order.
+        let mut keys = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
-            let key = match shared.routing.key_for(record) {
-                Ok(key) => key,
-                Err(reason) => {
-                    outcome.reject(index, reason);
-                    continue;
+            match shared.routing.key_for(record) {
+                Ok(key) => {
+                    sent.push(index);
+                    keys.push(key);
                 }
-            };
-            sent.push(index);
-            let mut future = Box::pin(self.channel.basic_publish(
-                shared.exchange.clone(),
-                key,
-                self.options,
-                record,
-                self.properties.clone(),
-            ));
-            let state = match futures::poll!(future.as_mut()) {
-                Poll::Ready(result) => PublishState::Sent(result),
-                Poll::Pending => PublishState::Sending(future),
-            };
-            publishing.push(state);
+                Err(reason) => outcome.reject(index, reason),
+            }
         }
-        let mut confirms = Vec::with_capacity(publishing.len());
-        for state in publishing {
-            let result = match state {
-                PublishState::Sending(future) => future.await,
-                PublishState::Sent(result) => result,
+        // Registered before the first publish goes out, so that no confirm comes before its
+        // batch is known.
+        let batch = shared.confirms.register(sent.len());
+        for (&index, routing_key) in sent.iter().zip(keys) {
+            let arguments = BasicPublishArguments {
+                exchange: shared.exchange.clone(),
+                routing_key,
+                mandatory: self.mandatory,
+                immediate: false,
             };
-            let confirm =
-                result.map_err(|e| retryable(format!("publishing to {}", shared.address), &e))?;
-            confirms.push(confirm);
+            // amqprs takes the body as a Vec: the one copy of the record.
+            self.channel
+                .basic_publish(self.properties.clone(), records[index].to_vec(), arguments)
+                .await
+                .map_err(|e| {
+                    self.link
+                        .failed(format!("publishing to {}", shared.address), &self.state, &e)
+                })?;
         }
-        let batch = shared.confirms.register(confirms);
         // Only a mandatory publish can come back: the records are kept to match it.
-        let records = if self.options.mandatory {
+        let records = if self.mandatory {
             records.to_vec()
         } else {
             Vec::new()
@@ -314,9 +261,7 @@ impl Sink for AmqpSink {
     }
 
     async fn close(&mut self) -> ConnectorResult<()> {
-        if let Err(e) = self.connection.close(200, "OK".into()).await {
-            tracing::debug!(error = %describe(&e), "closing the connection");
-        }
+        self.link.close().await;
         Ok(())
     }
 }
@@ -330,11 +275,11 @@ async fn confirmed(shared: Arc<Shared>, published: Published) -> ConnectorResult
         mut outcome,
         sent,
     } = published;
-    let nacked = shared.confirms.settle(batch).await.map_err(|e| {
-        retryable(
-            format!("awaiting publisher confirms from {}", shared.address),
-            &e,
-        )
+    let nacked = shared.confirms.settle(batch).await.map_err(|reason| {
+        ConnectorError::retryable(format!(
+            "awaiting publisher confirms from {}: {reason}",
+            shared.address
+        ))
     })?;
     if nacked > 0 {
         return Err(ConnectorError::retryable(format!(
@@ -362,15 +307,14 @@ impl Shared {
         let claimed = self
             .confirms
             .claim(batch, |message| {
-                let delivery = &message.delivery;
                 let at = (0..sent.len()).position(|at| {
                     let record = &records[sent[at]];
                     !matched[at]
-                        && record[..] == delivery.data[..]
+                        && record[..] == message.body[..]
                         && self
                             .routing
                             .key_for(record)
-                            .is_ok_and(|key| key.as_str() == delivery.routing_key.as_str())
+                            .is_ok_and(|key| key == message.routing_key)
                 })?;
                 matched[at] = true;
                 Some(sent[at])
@@ -388,10 +332,7 @@ impl Shared {
                 *index,
                 format!(
                     "unroutable: exchange `{}` has no queue for routing key `{}` ({} {})",
-                    self.exchange,
-                    message.delivery.routing_key.as_str(),
-                    message.reply_code,
-                    message.reply_text.as_str()
+                    self.exchange, message.routing_key, message.reply_code, message.reply_text
                 ),
             );
         }

@@ -1,8 +1,9 @@
 //! Ingress: consume a queue with manual acknowledgements; a batch is acknowledged (`basic.ack`
 //! with `multiple`) only after the transport confirmed its records.
 //!
-//! The read path, per delivery: lapin's I/O thread parses the frames and queues the delivery on
-//! the consumer; [`Source::next_batch`] takes the first one and every other one already queued
+//! The read path, per delivery: amqprs's reader task parses the frames and hands them to the
+//! channel's dispatcher task, which assembles each delivery and sends it to the consumer's
+//! receiver; [`Source::next_batch`] takes the first one and every other one already received
 //! (up to `max_records`) into a batch, moving each body into its record without a copy. The
 //! runtime publishes the batch and, once the transport confirmed it, calls the batch's
 //! acknowledgement. Acknowledgements are coalesced (see `Acks`): under load the broker hears
@@ -11,39 +12,50 @@
 //! `next_batch` lets the stream's other work run once before it collects, so each batch takes
 //! what arrived meanwhile: fewer, larger batches, each of which costs a transport publish and a
 //! confirmation round trip.
+//!
+//! The consumer's receiver ends when the channel or the connection closes, or when the broker
+//! cancels the consumer (the queue was deleted): the source then fails with a retryable error
+//! that says which.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::stream::Peekable;
-use futures::{FutureExt, StreamExt};
+use amqprs::channel::{
+    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicQosArguments,
+    BasicRejectArguments, Channel, ConsumerMessage, QueueDeclareArguments,
+};
 use kps_connector_core::events::alert_ids;
 use kps_connector_core::{
     Acknowledge, Bytes, ConnectorError, ConnectorResult, Severity, Source, SourceBatch,
     StreamContext, async_trait,
 };
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{DeliveryTag, FieldTable};
-use lapin::{Channel, Connection, Consumer};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::connection::{self, BrokerAddress, describe, is_not_found, retryable};
+use crate::connection::{self, BrokerAddress, ChannelState, Link};
 use crate::envelope::{self, Meta, Unhandled};
 use crate::params::{AmqpParams, Envelope};
 
 /// The metric counting deliveries rejected to the dead-letter exchange.
 pub const REJECTED_METRIC: &str = "amqp_rejected";
 
+/// How long a graceful stop waits for the broker to confirm the consumer's cancellation (the
+/// connection's close follows, which requeues the prefetched deliveries anyway).
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A delivery tag: the broker's number of a delivery on its channel.
+type DeliveryTag = u64;
+
 /// An open consumer on one queue.
 pub struct AmqpSource {
     ctx: StreamContext,
-    connection: Connection,
+    link: Link,
     channel: Channel,
-    /// Peekable, so `next_batch` can wait for a delivery without taking it (cancel-safe).
-    consumer: Peekable<Consumer>,
+    state: Arc<ChannelState>,
+    queue: String,
+    consumer: UnboundedReceiver<ConsumerMessage>,
+    /// A delivery received and not taken into a batch yet (`next_batch` stays cancel-safe).
+    held: Option<ConsumerMessage>,
     /// Deliveries in the previous batch (more than one: the stream is behind).
     last_batch: usize,
     consumer_tag: String,
@@ -57,7 +69,7 @@ impl std::fmt::Debug for AmqpSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpSource")
             .field("address", &self.address.to_string())
-            .field("queue", &self.consumer.get_ref().queue())
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
@@ -70,30 +82,31 @@ impl AmqpSource {
             .as_deref()
             .ok_or_else(|| ConnectorError::invalid("queue", "required for ingress streams"))?;
         let name = ctx.default_client_id(255);
-        let (connection, address) = connection::connect(params, &name).await?;
-        let channel = open_queue(&connection, queue, params.declare).await?;
+        let (link, address) = connection::connect(params, &name, None).await?;
+        let (channel, state) = open_queue(&link, queue, params.declare).await?;
         channel
-            .basic_qos(params.prefetch(), BasicQosOptions { global: false })
+            .basic_qos(BasicQosArguments::new(0, params.prefetch(), false))
             .await
-            .map_err(|e| retryable("basic.qos", &e))?;
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                name.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .map_err(|e| link.failed("basic.qos", &state, &e))?;
+        let arguments = BasicConsumeArguments::new(queue, &name)
+            .manual_ack(true)
+            .finish();
+        let (consumer_tag, consumer) = channel
+            .basic_consume_rx(arguments)
             .await
-            .map_err(|e| retryable(format!("cannot consume queue `{queue}`"), &e))?;
+            .map_err(|e| link.failed(format!("cannot consume queue `{queue}`"), &state, &e))?;
         tracing::info!(%address, queue, prefetch = params.prefetch(), "consuming");
         let acks = Arc::new(Acks::new(channel.clone(), params.prefetch()));
         Ok(Self {
             ctx,
-            connection,
+            link,
             channel,
-            consumer: consumer.peekable(),
+            state,
+            queue: queue.to_owned(),
+            consumer,
+            held: None,
             last_batch: 0,
-            consumer_tag: name,
+            consumer_tag,
             acks,
             envelope: params.envelope(),
             max_record_bytes: params.max_record_bytes(),
@@ -106,46 +119,30 @@ impl AmqpSource {
 /// missing and `declare` is set (a passive check first, so an existing queue's arguments, e.g.
 /// its dead-letter exchange, are never contradicted).
 async fn open_queue(
-    connection: &Connection,
+    link: &Link,
     queue: &str,
     declare: bool,
-) -> ConnectorResult<Channel> {
-    let channel = new_channel(connection).await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(_) => Ok(channel),
-        Err(e) if is_not_found(&e) && declare => {
+) -> ConnectorResult<(Channel, Arc<ChannelState>)> {
+    let (channel, state) = link.channel().await?;
+    let passive = QueueDeclareArguments::new(queue).passive(true).finish();
+    match channel.queue_declare(passive).await {
+        Ok(_) => Ok((channel, state)),
+        Err(_) if state.is_not_found() && declare => {
             // The failed check closed that channel.
-            let channel = new_channel(connection).await?;
+            let (channel, state) = link.channel().await?;
+            let durable = QueueDeclareArguments::durable_client_named(queue);
             channel
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions::durable(),
-                    FieldTable::default(),
-                )
+                .queue_declare(durable)
                 .await
-                .map_err(|e| retryable(format!("cannot declare queue `{queue}`"), &e))?;
+                .map_err(|e| link.failed(format!("cannot declare queue `{queue}`"), &state, &e))?;
             tracing::info!(queue, "declared the queue");
-            Ok(channel)
+            Ok((channel, state))
         }
-        Err(e) if is_not_found(&e) => Err(ConnectorError::retryable(format!(
+        Err(_) if state.is_not_found() => Err(ConnectorError::retryable(format!(
             "queue `{queue}` not found (create it, or set declare: true)"
         ))),
-        Err(e) => Err(retryable(format!("cannot check queue `{queue}`"), &e)),
+        Err(e) => Err(link.failed(format!("cannot check queue `{queue}`"), &state, &e)),
     }
-}
-
-async fn new_channel(connection: &Connection) -> ConnectorResult<Channel> {
-    connection
-        .create_channel()
-        .await
-        .map_err(|e| retryable("cannot open a channel", &e))
 }
 
 /// The records of a batch in the making, and how to settle its deliveries.
@@ -157,37 +154,46 @@ struct Pending {
 }
 
 impl AmqpSource {
-    /// Adds one consumer item to the batch; an error or the end of the consumer ends the source.
-    fn take(
-        &self,
-        item: Option<lapin::Result<lapin::message::Delivery>>,
-        pending: &mut Pending,
-    ) -> ConnectorResult<()> {
-        let delivery = match item {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(e)) => return Err(retryable(format!("consuming from {}", self.address), &e)),
-            None => {
-                return Err(ConnectorError::retryable(format!(
-                    "the broker cancelled the consumer of queue `{}` (queue deleted?)",
-                    self.consumer.get_ref().queue()
-                )));
-            }
-        };
-        let tag = delivery.delivery_tag;
-        pending.last_taken = tag;
-        let lapin::message::Delivery {
-            exchange,
-            routing_key,
-            properties,
-            data,
+    /// Why the consumer's receiver ended: the broker cancelled the consumer, closed the channel
+    /// or the connection, or the connection was lost.
+    fn ended(&self) -> ConnectorError {
+        if self.state.consumer_cancelled() {
+            return ConnectorError::retryable(format!(
+                "the broker cancelled the consumer of queue `{}` (queue deleted?)",
+                self.queue
+            ));
+        }
+        ConnectorError::retryable(format!(
+            "consuming from {}: {}",
+            self.address,
+            self.link.ending(&self.state)
+        ))
+    }
+
+    /// Adds one delivery to the batch.
+    fn take(&self, message: ConsumerMessage, pending: &mut Pending) -> ConnectorResult<()> {
+        let ConsumerMessage {
+            deliver,
+            basic_properties,
+            content,
             ..
-        } = delivery;
+        } = message;
+        let Some(deliver) = deliver else {
+            return Err(ConnectorError::retryable(format!(
+                "consuming from {}: a delivery without its basic.deliver",
+                self.address
+            )));
+        };
+        let tag = deliver.delivery_tag();
+        pending.last_taken = tag;
+        let properties = basic_properties.unwrap_or_default();
         let meta = Meta {
-            exchange: exchange.as_str(),
-            routing_key: routing_key.as_str(),
+            exchange: deliver.exchange(),
+            routing_key: deliver.routing_key(),
             properties: &properties,
         };
-        match envelope::to_record(self.envelope, data, meta, self.max_record_bytes) {
+        let body = content.unwrap_or_default();
+        match envelope::to_record(self.envelope, body, meta, self.max_record_bytes) {
             Ok(record) => {
                 pending.records.push(record);
                 pending.last_record = Some(tag);
@@ -207,7 +213,7 @@ impl AmqpSource {
             Severity::Warning,
             format!(
                 "{why} was rejected without requeue (to the dead-letter exchange of queue `{}`, if it has one)",
-                self.consumer.get_ref().queue()
+                self.queue
             ),
         );
     }
@@ -217,26 +223,33 @@ impl AmqpSource {
 impl Source for AmqpSource {
     async fn next_batch(&mut self, max_records: usize) -> ConnectorResult<SourceBatch> {
         let max_records = max_records.max(1);
-        // Cancel-safe: until a delivery is taken, a dropped future loses nothing (the peeked
-        // delivery stays in the consumer); after that, nothing awaits.
-        Pin::new(&mut self.consumer).peek().await;
+        // Cancel-safe: a delivery received is held in `self` until it is taken; after that,
+        // nothing awaits.
+        if self.held.is_none() {
+            match self.consumer.recv().await {
+                Some(message) => self.held = Some(message),
+                None => return Err(self.ended()),
+            }
+        }
         if self.last_batch > 1 {
             // Behind: publishing and acknowledging the previous batches goes first, and this
             // batch takes what arrives meanwhile.
             tokio::task::yield_now().await;
         }
-        let first = self.consumer.next().await;
         let mut pending = Pending {
             records: Vec::with_capacity(self.last_batch.max(16).min(max_records)),
             last_record: None,
             last_taken: 0,
             rejected: Vec::new(),
         };
-        self.take(first, &mut pending)?;
+        if let Some(first) = self.held.take() {
+            self.take(first, &mut pending)?;
+        }
         while pending.records.len() + pending.rejected.len() < max_records {
-            match self.consumer.next().now_or_never() {
-                Some(item) => self.take(item, &mut pending)?,
-                None => break,
+            match self.consumer.try_recv() {
+                Ok(message) => self.take(message, &mut pending)?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Err(self.ended()),
             }
         }
         self.acks.taken.store(pending.last_taken, Ordering::SeqCst);
@@ -256,19 +269,17 @@ impl Source for AmqpSource {
             tracing::debug!(error = %e, "basic.ack");
         }
         // Unacknowledged deliveries (prefetched, never returned) go back to the queue.
-        let cancel = self
-            .channel
-            .basic_cancel(
-                self.consumer_tag.as_str().into(),
-                BasicCancelOptions::default(),
-            )
-            .await;
-        if let Err(e) = cancel {
-            tracing::debug!(error = %describe(&e), "basic.cancel");
+        if self.channel.is_open() {
+            let cancel = self
+                .channel
+                .basic_cancel(BasicCancelArguments::new(&self.consumer_tag));
+            match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %connection::describe(&e), "basic.cancel"),
+                Err(_) => tracing::debug!("basic.cancel timed out"),
+            }
         }
-        if let Err(e) = self.connection.close(200, "OK".into()).await {
-            tracing::debug!(error = %describe(&e), "closing the connection");
-        }
+        self.link.close().await;
         Ok(())
     }
 }
@@ -312,12 +323,25 @@ impl Acks {
         if confirmed <= self.acked.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.usable("basic.ack")?;
         self.channel
-            .basic_ack(confirmed, BasicAckOptions { multiple: true })
+            .basic_ack(BasicAckArguments::new(confirmed, true))
             .await
-            .map_err(|e| retryable("basic.ack", &e))?;
+            .map_err(|e| connection::retryable("basic.ack", &e))?;
         self.acked.store(confirmed, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Fails when the channel is closed: an acknowledgement sent on it would be lost (the
+    /// broker requeued its deliveries when it closed).
+    fn usable(&self, what: &str) -> ConnectorResult<()> {
+        if self.channel.is_open() {
+            Ok(())
+        } else {
+            Err(ConnectorError::retryable(format!(
+                "{what}: the channel is closed"
+            )))
+        }
     }
 }
 
@@ -338,10 +362,11 @@ impl Acknowledge for BatchAck {
     async fn ack(self: Box<Self>) -> ConnectorResult<()> {
         let acks = &self.acks;
         for tag in &self.rejected {
+            acks.usable("basic.reject")?;
             acks.channel
-                .basic_reject(*tag, BasicRejectOptions { requeue: false })
+                .basic_reject(BasicRejectArguments::new(*tag, false))
                 .await
-                .map_err(|e| retryable("basic.reject", &e))?;
+                .map_err(|e| connection::retryable("basic.reject", &e))?;
         }
         if let Some(tag) = self.last_record {
             acks.confirmed.store(tag, Ordering::SeqCst);

@@ -280,3 +280,61 @@ async fn a_deleted_queue_makes_the_stream_unhealthy_until_it_is_back() {
     connector.shutdown().await;
     rabbit.delete(&queue).await;
 }
+
+/// A header whose text is not UTF-8 (brokers pass publishers' bytes through) neither stops the
+/// stream nor the records after it: its value arrives with replacement characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_that_is_not_utf8_does_not_stop_the_stream() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique_name("kps_amqp_hdr");
+    rabbit.queue(&queue, &[]).await;
+    rabbit
+        .publish(&queue, &[Bytes::from_static(b"before")])
+        .await;
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "h".into(),
+        AMQPValue::LongString(LongString::from(vec![b'a', 0xff, 0xfe, b'z'])),
+    );
+    rabbit
+        .channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"with a binary header",
+            lapin::BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .expect("basic.publish")
+        .await
+        .expect("confirmed");
+    rabbit
+        .publish(&queue, &[Bytes::from_static(b"after")])
+        .await;
+
+    let mut connector = TestConnector::start(AmqpConnector).await;
+    let channel = unique_name("kps.amqp.hdr");
+    let mut arrivals = NatsProbe::connect().await.subscribe(&channel).await;
+    connector
+        .apply(vec![StreamDecl::ingress(
+            "hdr",
+            channel.as_str(),
+            json!({"url": amqp_url(), "queue": queue, "envelope": "json"}),
+        )])
+        .await
+        .expect("stream accepted");
+    let received = arrivals.collect(3, TIMEOUT).await;
+    let bodies: Vec<serde_json::Value> = received
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(r).expect("a JSON envelope"))
+        .collect();
+    assert_eq!(bodies.len(), 3, "{bodies:#?}");
+    assert_eq!(bodies[0]["body"], json!("before"));
+    assert_eq!(bodies[1]["body"], json!("with a binary header"));
+    assert_eq!(bodies[1]["headers"]["h"], json!("a\u{fffd}\u{fffd}z"));
+    assert_eq!(bodies[2]["body"], json!("after"));
+    connector.shutdown().await;
+    assert_eq!(rabbit.ready(&queue).await, 0);
+    rabbit.delete(&queue).await;
+}
