@@ -17,6 +17,7 @@
 //!
 //! See the crate's README.md for the parameters and the delivery guarantees.
 
+pub mod address;
 mod confirms;
 pub mod connection;
 pub mod envelope;
@@ -24,6 +25,7 @@ pub mod params;
 pub mod routing;
 pub mod sink;
 pub mod source;
+mod tls;
 
 use kps_connector_core::{
     Connector, ConnectorInfo, ConnectorResult, Direction, Sink, Source, StreamContext, async_trait,
