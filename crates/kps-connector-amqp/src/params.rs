@@ -7,8 +7,8 @@ use serde::Deserialize;
 /// Default `prefetch` (basic.qos prefetch count) of an ingress stream.
 ///
 /// A delivery stays unacknowledged from its arrival until the transport confirmed its batch
-/// (a publish and a NATS round trip) and, under load, until a quarter of the window is ready to
-/// be acknowledged at once: the window must cover that whole pipeline, or the broker waits for
+/// (a publish and a NATS round trip) and, under load, until a sixteenth of the window is ready
+/// to be acknowledged at once: the window must cover that whole pipeline, or the broker waits for
 /// credit. 1,024 does at the rates one connector process moves; the memory it may hold is the
 /// window times the message size (1 MB at 1 KB messages).
 pub const DEFAULT_PREFETCH: u16 = 1024;

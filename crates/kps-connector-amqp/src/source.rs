@@ -7,7 +7,7 @@
 //! (up to `max_records`) into a batch, moving each body into its record without a copy. The
 //! runtime publishes the batch and, once the transport confirmed it, calls the batch's
 //! acknowledgement. Acknowledgements are coalesced (see `Acks`): under load the broker hears
-//! one `basic.ack multiple` per quarter of the prefetch window, and at once when the stream has
+//! one `basic.ack multiple` per sixteenth of the prefetch window, and at once when the stream has
 //! caught up. While the stream is behind (the previous batch held more than one delivery),
 //! `next_batch` lets the stream's other work run once before it collects, so each batch takes
 //! what arrived meanwhile: fewer, larger batches, each of which costs a transport publish and a
@@ -296,7 +296,8 @@ impl Source for AmqpSource {
 struct Acks {
     channel: Channel,
     /// Confirmed deliveries that make an acknowledgement go out while later batches are in
-    /// flight (a quarter of the prefetch window, so the broker never runs out of credit).
+    /// flight (a sixteenth of the prefetch window, 64 by default: the broker never runs out of
+    /// credit, and hears acknowledgements as often as from a client that acknowledges every 64).
     every: u64,
     /// The delivery tag of the newest delivery taken into a batch.
     taken: AtomicU64,
@@ -310,7 +311,7 @@ impl Acks {
     fn new(channel: Channel, prefetch: u16) -> Self {
         Self {
             channel,
-            every: u64::from(prefetch / 4).max(1),
+            every: u64::from(prefetch / 16).max(1),
             taken: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             acked: AtomicU64::new(0),
