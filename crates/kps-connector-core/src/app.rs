@@ -286,11 +286,7 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
         Err(e) => e.exit(),
     };
     let log_control = init_tracing(options.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(options.worker_threads))
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder(options.worker_threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -313,6 +309,19 @@ pub fn main<C: Connector>(connector: C) -> ExitCode {
     // the process from exiting once the streams drained.
     runtime.shutdown_timeout(Duration::from_secs(5));
     code
+}
+
+/// The async runtime of `--worker-threads`: with one, a current-thread runtime on the main
+/// thread, where a task woken by an I/O event is queued locally; a multi-thread runtime with a
+/// single worker routes every such wake-up through its injection queue and an eventfd write.
+fn runtime_builder(worker_threads: u16) -> tokio::runtime::Builder {
+    if worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(usize::from(worker_threads));
+        builder
+    }
 }
 
 /// `--print-class` / `--print-manifests`: prints the document on stdout.

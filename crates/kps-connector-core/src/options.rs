@@ -67,9 +67,9 @@ pub struct RuntimeOptions {
     /// How long a stopping stream may drain in-flight records, in seconds.
     #[arg(long, env = "CONNECTOR_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
-    /// Async runtime worker threads. One (the default) spends the least CPU per record: the
-    /// tasks of a record never wake another thread. Raise it when one process must move more
-    /// than one core can.
+    /// Async runtime worker threads. One (the default) runs every task on the main thread (a
+    /// current-thread runtime), which spends the least CPU per record: the tasks of a record
+    /// never wake another thread. Raise it when one process must move more than one core can.
     #[arg(long, env = "CONNECTOR_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: u16,
     /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).

@@ -101,6 +101,13 @@ async fn main() -> Result<ExitCode> {
     }
     let mut report = Report::new(&settings);
     let started = Instant::now();
+    // What a wake-up costs on this machine, for reading the CPU figures.
+    let trips = measure::nats_round_trips(if settings.quick { 500 } else { 5_000 }).await;
+    println!(
+        "NATS round trip: {:.0} µs median, {:.0} µs of CPU each",
+        trips.p50_us, trips.cpu_us
+    );
+    report.machine.nats_round_trip = Some(trips);
     for &name in CONNECTORS {
         if !args.only.is_empty() && !args.only.iter().any(|n| n == name) {
             continue;

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use kps_connector_core::testkit::{
-    ConnectorProcess, NatsProbe, RecordStream, StreamDecl, unique_name,
+    ConnectorProcess, NatsProbe, RecordStream, StreamDecl, proc_stat_cpu_seconds, unique_name,
 };
 use kps_connector_core::transport::wire::now_nanos;
 use kps_connector_core::{State, async_trait};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::report::{Latency, Memory, Part, ProcessFigures, Rates, Throughput};
+use crate::report::{Latency, Memory, Part, ProcessFigures, Rates, RoundTrips, Throughput};
 
 /// Bytes of the stamp at the head of every record: its send time in nanoseconds since the
 /// epoch, as 16 hex digits (text, so that it also fits a table column or a JSON string).
@@ -487,6 +487,29 @@ pub async fn nats_baseline(size: usize, n: u64, per_message: usize) -> Result<f6
     Ok(watch.finish().await?.rate())
 }
 
+/// `n` sequential round trips to the NATS server (requests nobody serves, as the connectors'
+/// confirmations): the median wall time and this process's CPU per round trip.
+pub async fn nats_round_trips(n: u32) -> RoundTrips {
+    let probe = NatsProbe::connect().await;
+    probe.round_trip().await;
+    let pid = std::process::id();
+    let cpu = proc_stat_cpu_seconds(pid).unwrap_or(f64::NAN);
+    let mut times = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let start = Instant::now();
+        probe.round_trip().await;
+        times.push(start.elapsed());
+    }
+    let cpu = proc_stat_cpu_seconds(pid).unwrap_or(f64::NAN) - cpu;
+    times.sort_unstable();
+    RoundTrips {
+        p50_us: times
+            .get(times.len() / 2)
+            .map_or(f64::NAN, |t| t.as_secs_f64() * 1e6),
+        cpu_us: cpu * 1e6 / f64::from(n.max(1)),
+    }
+}
+
 /// Where the paced sender of a latency run writes.
 pub enum Paced<'a> {
     /// Into the outside system, as its producers do (ingress).
@@ -673,7 +696,7 @@ async fn ingress_throughput(
     let probe = NatsProbe::connect().await;
     let subject = unique_name("kps.bench.in");
     let observer = NatsObserver::subscribe(&probe, &subject, false, system.ingress_stamp()).await;
-    let cpu = process.cpu_seconds();
+    let (cpu, wakeups) = (process.cpu_seconds(), process.wakeups());
     let watch = Watch::start(
         Box::new(observer),
         n,
@@ -695,6 +718,7 @@ async fn ingress_throughput(
     let figures = ProcessFigures {
         cpu_seconds: process.cpu_seconds() - cpu,
         peak_rss: process.memory().peak_rss,
+        wakeups: process.wakeups().saturating_sub(wakeups),
     };
     process.kill().await;
     end.cleanup().await;
@@ -750,7 +774,7 @@ async fn egress_throughput(
     .await?;
     let observer = end.observer(false).await?;
     let probe = NatsProbe::connect().await;
-    let cpu = process.cpu_seconds();
+    let (cpu, wakeups) = (process.cpu_seconds(), process.wakeups());
     let watch = Watch::start(observer, n, format!("NATS {subject} -> {name} connector"));
     let start = Instant::now();
     publish_paced(&probe, &subject, &shaped, 1, &watch.progress).await?;
@@ -758,6 +782,7 @@ async fn egress_throughput(
     let figures = ProcessFigures {
         cpu_seconds: process.cpu_seconds() - cpu,
         peak_rss: process.memory().peak_rss,
+        wakeups: process.wakeups().saturating_sub(wakeups),
     };
     process.kill().await;
     end.cleanup().await;

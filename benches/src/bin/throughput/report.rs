@@ -27,6 +27,8 @@ pub struct ProcessFigures {
     pub cpu_seconds: f64,
     /// Its peak RSS (`VmHWM`) at the end of the run, bytes.
     pub peak_rss: u64,
+    /// Times its threads slept and were woken during the run (voluntary context switches).
+    pub wakeups: u64,
 }
 
 /// The three rates of one throughput run, records per second.
@@ -65,6 +67,9 @@ pub struct Throughput {
     pub ratio: f64,
     /// CPU seconds of the connector process per million records.
     pub cpu_s_per_million: f64,
+    /// Wake-ups of the connector process (voluntary context switches) per thousand records:
+    /// how many records each trip through the scheduler carries, whatever the machine.
+    pub wakeups_per_1k_records: f64,
     /// Peak RSS of the connector process (a fresh one per run), MB.
     pub peak_rss_mb: f64,
     /// How the row differs from the others, if it does.
@@ -96,6 +101,7 @@ impl Throughput {
             raw_nats_records_per_s: rates.raw_nats,
             ratio: rates.connector / raw,
             cpu_s_per_million: figures.cpu_seconds * 1e6 / n.max(1) as f64,
+            wakeups_per_1k_records: per_thousand(figures.wakeups, n),
             peak_rss_mb: mb(figures.peak_rss),
             note: None,
         }
@@ -104,7 +110,7 @@ impl Throughput {
     /// One line for the progress output.
     pub fn summary(&self) -> String {
         format!(
-            "connector {} rec/s ({:.2} MB/s), raw {} {} rec/s, raw async-nats {} rec/s, ratio {:.2}, {:.2} CPU-s/1M, peak RSS {:.1} MB",
+            "connector {} rec/s ({:.2} MB/s), raw {} {} rec/s, raw async-nats {} rec/s, ratio {:.2}, {:.2} CPU-s/1M, {:.0} wake-ups/1k, peak RSS {:.1} MB",
             count(self.records_per_s),
             self.mb_per_s,
             self.raw_client,
@@ -112,6 +118,7 @@ impl Throughput {
             self.raw_nats_records_per_s.map_or("n/a".to_owned(), count),
             self.ratio,
             self.cpu_s_per_million,
+            self.wakeups_per_1k_records,
             self.peak_rss_mb
         )
     }
@@ -223,6 +230,19 @@ pub struct Machine {
     pub load_at_start: String,
     /// `/proc/loadavg` when it ended.
     pub load_at_end: String,
+    /// What a wake-up costs here: sequential server round trips (a request nobody serves, as
+    /// the connectors' core NATS confirmations) from this process to the NATS server.
+    pub nats_round_trip: Option<RoundTrips>,
+}
+
+/// Sequential round trips to the NATS server, measured once per run: machines differ most in
+/// what waking a process costs, and every record path pays it per batch.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RoundTrips {
+    /// Median wall time of one, microseconds.
+    pub p50_us: f64,
+    /// CPU (user + system) this process spent per round trip, microseconds.
+    pub cpu_us: f64,
 }
 
 /// Everything the run measured.
@@ -267,6 +287,7 @@ impl Report {
                 cpus: std::thread::available_parallelism().map_or(0, usize::from),
                 load_at_start: load_average(),
                 load_at_end: String::new(),
+                nats_round_trip: None,
             },
             throughput: Vec::new(),
             latency: Vec::new(),
@@ -402,6 +423,13 @@ impl Report {
             LATENCY_RECORD_BYTES,
             self.latency_secs,
         );
+        if let Some(trips) = self.machine.nats_round_trip {
+            let _ = writeln!(
+                md,
+                "What a wake-up costs on this machine: a round trip from the harness to the NATS server (a request nobody serves, as a connector's confirmation) takes {:.0} µs at the median and {:.0} µs of the harness's CPU. CPU per record follows wake-ups per record times that cost; the wake-ups column does not depend on the machine.\n",
+                trips.p50_us, trips.cpu_us
+            );
+        }
         md.push_str(&self.throughput_table());
         md.push_str(&self.latency_table());
         md.push_str(&self.memory_table());
@@ -439,16 +467,16 @@ impl Report {
         let _ = writeln!(md, "### Throughput\n");
         let _ = writeln!(
             md,
-            "| connector | direction | record | records | connector records/s | MB/s | raw client | raw client records/s | raw async-nats records/s | connector / raw | CPU-s per 1M records | peak RSS MB |"
+            "| connector | direction | record | records | connector records/s | MB/s | raw client | raw client records/s | raw async-nats records/s | connector / raw | CPU-s per 1M records | wake-ups per 1k records | peak RSS MB |"
         );
         let _ = writeln!(
             md,
-            "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+            "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
         );
         for r in &self.throughput {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} |",
                 r.connector,
                 r.direction,
                 bytes(r.record_bytes),
@@ -460,6 +488,7 @@ impl Report {
                 r.raw_nats_records_per_s.map_or("n/a".to_owned(), count),
                 r.ratio,
                 r.cpu_s_per_million,
+                r.wakeups_per_1k_records,
                 r.peak_rss_mb,
             );
         }
@@ -583,6 +612,11 @@ fn count(value: f64) -> String {
     } else {
         "n/a".to_owned()
     }
+}
+
+/// `count` events per thousand of `of` records.
+pub fn per_thousand(count: u64, of: u64) -> f64 {
+    count as f64 * 1e3 / of.max(1) as f64
 }
 
 /// `123,456`.

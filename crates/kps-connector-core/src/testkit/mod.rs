@@ -28,6 +28,7 @@ pub use harness::{EventView, StreamDecl, TestConnector, grpc_client, grpc_tls_cl
 pub use probe::{NatsProbe, RecordStream, server_round_trip};
 pub use process::{
     ConnectorProcess, ProcessBuilder, ProcessMemory, proc_stat_cpu_seconds, proc_status_memory,
+    proc_voluntary_context_switches,
 };
 
 /// The NATS server tests use: `KPS_TEST_NATS_URL`, or the local one.

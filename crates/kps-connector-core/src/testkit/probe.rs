@@ -67,6 +67,11 @@ impl NatsProbe {
         let _ = context.delete_stream(name).await;
     }
 
+    /// One server round trip (see [`server_round_trip`]): what a core NATS confirmation costs.
+    pub async fn round_trip(&self) {
+        server_round_trip(&self.client).await;
+    }
+
     /// Publishes raw bytes (e.g. something that is not a TransportMessage).
     pub async fn publish_raw(&self, subject: &str, payload: Bytes) {
         self.client

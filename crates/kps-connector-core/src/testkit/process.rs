@@ -219,6 +219,13 @@ impl ConnectorProcess {
         proc_stat_cpu_seconds(self.pid()).unwrap_or(f64::NAN)
     }
 
+    /// How many times the process's threads went to sleep and were woken again (voluntary
+    /// context switches, summed over its threads), from `/proc` (Linux): the wake-ups a record
+    /// path costs, each a trip through the kernel's scheduler.
+    pub fn wakeups(&self) -> u64 {
+        proc_voluntary_context_switches(self.pid()).unwrap_or(0)
+    }
+
     /// Resident memory now and at its peak, in bytes, from `/proc` (Linux).
     pub fn memory(&self) -> ProcessMemory {
         proc_status_memory(self.pid()).unwrap_or_default()
@@ -313,6 +320,29 @@ pub fn proc_stat_cpu_seconds(pid: u32) -> Option<f64> {
 /// Linux's USER_HZ, the unit of `/proc/<pid>/stat` times, 100 on every architecture it runs.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
+/// The voluntary context switches of every thread of `pid`, from
+/// `/proc/<pid>/task/<tid>/status` (a process's own `status` counts only its main thread).
+pub fn proc_voluntary_context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        // A thread that ended meanwhile has no status any more: it counts for nothing.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += voluntary_switches_in(&status).unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// `voluntary_ctxt_switches` of a thread's `/proc` status text.
+fn voluntary_switches_in(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// `VmRSS` and `VmHWM` of `pid`, from `/proc/<pid>/status`.
 pub fn proc_status_memory(pid: u32) -> Option<ProcessMemory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -340,5 +370,45 @@ mod tests {
         assert!(cpu >= 0.0);
         let memory = proc_status_memory(pid).expect("/proc/self/status parses");
         assert!(memory.rss > 0 && memory.peak_rss >= memory.rss);
+    }
+
+    #[test]
+    fn every_thread_s_wake_ups_are_counted() {
+        let (report, reported) = std::sync::mpsc::channel::<Option<u64>>();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        // A thread that sleeps (and is woken) ten times, then reports its own count and stays
+        // alive until the process total was read.
+        let sleeper = std::thread::spawn(move || {
+            let own = || {
+                std::fs::read_to_string("/proc/thread-self/status")
+                    .ok()
+                    .and_then(|status| voluntary_switches_in(&status))
+            };
+            let (_keep, idle) = std::sync::mpsc::channel::<()>();
+            let before = own();
+            for _ in 0..10 {
+                let _ = idle.recv_timeout(std::time::Duration::from_millis(1));
+            }
+            let after = own();
+            let _ = report.send(after);
+            let _ = finished.recv();
+            before.zip(after).map(|(b, a)| a - b)
+        });
+        let own = reported
+            .recv()
+            .expect("the sleeper reports")
+            .expect("its status parses");
+        let total = proc_voluntary_context_switches(std::process::id()).expect("/proc parses");
+        let _ = finish.send(());
+        let slept = sleeper
+            .join()
+            .expect("the sleeper")
+            .expect("its status parses");
+        assert!(slept >= 10, "ten sleeps, {slept} wake-ups counted");
+        assert!(
+            total >= own,
+            "the process total {total} holds the thread's {own}"
+        );
+        assert!(proc_voluntary_context_switches(u32::MAX).is_none());
     }
 }
