@@ -696,7 +696,7 @@ async fn ingress_throughput(
     let probe = NatsProbe::connect().await;
     let subject = unique_name("kps.bench.in");
     let observer = NatsObserver::subscribe(&probe, &subject, false, system.ingress_stamp()).await;
-    let (cpu, wakeups) = (process.cpu_seconds(), process.wakeups());
+    let (cpu, switches) = (process.cpu_seconds(), process.context_switches());
     let watch = Watch::start(
         Box::new(observer),
         n,
@@ -718,7 +718,7 @@ async fn ingress_throughput(
     let figures = ProcessFigures {
         cpu_seconds: process.cpu_seconds() - cpu,
         peak_rss: process.memory().peak_rss,
-        wakeups: process.wakeups().saturating_sub(wakeups),
+        switches: process.context_switches().since(switches),
     };
     process.kill().await;
     end.cleanup().await;
@@ -774,7 +774,7 @@ async fn egress_throughput(
     .await?;
     let observer = end.observer(false).await?;
     let probe = NatsProbe::connect().await;
-    let (cpu, wakeups) = (process.cpu_seconds(), process.wakeups());
+    let (cpu, switches) = (process.cpu_seconds(), process.context_switches());
     let watch = Watch::start(observer, n, format!("NATS {subject} -> {name} connector"));
     let start = Instant::now();
     publish_paced(&probe, &subject, &shaped, 1, &watch.progress).await?;
@@ -782,7 +782,7 @@ async fn egress_throughput(
     let figures = ProcessFigures {
         cpu_seconds: process.cpu_seconds() - cpu,
         peak_rss: process.memory().peak_rss,
-        wakeups: process.wakeups().saturating_sub(wakeups),
+        switches: process.context_switches().since(switches),
     };
     process.kill().await;
     end.cleanup().await;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use kps_connector_core::testkit::ContextSwitches;
 use serde::Serialize;
 
 use crate::measure::{
@@ -27,8 +28,8 @@ pub struct ProcessFigures {
     pub cpu_seconds: f64,
     /// Its peak RSS (`VmHWM`) at the end of the run, bytes.
     pub peak_rss: u64,
-    /// Times its threads slept and were woken during the run (voluntary context switches).
-    pub wakeups: u64,
+    /// Its context switches during the run: wake-ups (voluntary) and preemptions (involuntary).
+    pub switches: ContextSwitches,
 }
 
 /// The three rates of one throughput run, records per second.
@@ -70,6 +71,9 @@ pub struct Throughput {
     /// Wake-ups of the connector process (voluntary context switches) per thousand records:
     /// how many records each trip through the scheduler carries, whatever the machine.
     pub wakeups_per_1k_records: f64,
+    /// Times the connector process was preempted (involuntary context switches) per thousand
+    /// records: how much it had to share its core with the brokers and the harness.
+    pub preemptions_per_1k_records: f64,
     /// Peak RSS of the connector process (a fresh one per run), MB.
     pub peak_rss_mb: f64,
     /// How the row differs from the others, if it does.
@@ -101,7 +105,8 @@ impl Throughput {
             raw_nats_records_per_s: rates.raw_nats,
             ratio: rates.connector / raw,
             cpu_s_per_million: figures.cpu_seconds * 1e6 / n.max(1) as f64,
-            wakeups_per_1k_records: per_thousand(figures.wakeups, n),
+            wakeups_per_1k_records: per_thousand(figures.switches.voluntary, n),
+            preemptions_per_1k_records: per_thousand(figures.switches.involuntary, n),
             peak_rss_mb: mb(figures.peak_rss),
             note: None,
         }
@@ -110,7 +115,7 @@ impl Throughput {
     /// One line for the progress output.
     pub fn summary(&self) -> String {
         format!(
-            "connector {} rec/s ({:.2} MB/s), raw {} {} rec/s, raw async-nats {} rec/s, ratio {:.2}, {:.2} CPU-s/1M, {:.0} wake-ups/1k, peak RSS {:.1} MB",
+            "connector {} rec/s ({:.2} MB/s), raw {} {} rec/s, raw async-nats {} rec/s, ratio {:.2}, {:.2} CPU-s/1M, {:.0} wake-ups/1k, {:.0} preemptions/1k, peak RSS {:.1} MB",
             count(self.records_per_s),
             self.mb_per_s,
             self.raw_client,
@@ -119,6 +124,7 @@ impl Throughput {
             self.ratio,
             self.cpu_s_per_million,
             self.wakeups_per_1k_records,
+            self.preemptions_per_1k_records,
             self.peak_rss_mb
         )
     }
@@ -426,7 +432,7 @@ impl Report {
         if let Some(trips) = self.machine.nats_round_trip {
             let _ = writeln!(
                 md,
-                "What a wake-up costs on this machine: a round trip from the harness to the NATS server (a request nobody serves, as a connector's confirmation) takes {:.0} µs at the median and {:.0} µs of the harness's CPU. CPU per record follows wake-ups per record times that cost; the wake-ups column does not depend on the machine.\n",
+                "What a wake-up costs on this machine: a round trip from the harness to the NATS server (a request nobody serves, as a connector's confirmation) takes {:.0} µs at the median and {:.0} µs of the harness's CPU. Wake-ups (voluntary context switches) say how well a path batches and do not depend on the machine; CPU per record is those wake-ups, each record's system calls, and, when the cores are all busy, the preemptions (involuntary context switches) that share the connector's core with the brokers and the harness.\n",
                 trips.p50_us, trips.cpu_us
             );
         }
@@ -467,16 +473,16 @@ impl Report {
         let _ = writeln!(md, "### Throughput\n");
         let _ = writeln!(
             md,
-            "| connector | direction | record | records | connector records/s | MB/s | raw client | raw client records/s | raw async-nats records/s | connector / raw | CPU-s per 1M records | wake-ups per 1k records | peak RSS MB |"
+            "| connector | direction | record | records | connector records/s | MB/s | raw client | raw client records/s | raw async-nats records/s | connector / raw | CPU-s per 1M records | wake-ups per 1k records | preemptions per 1k records | peak RSS MB |"
         );
         let _ = writeln!(
             md,
-            "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
+            "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in &self.throughput {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} |",
                 r.connector,
                 r.direction,
                 bytes(r.record_bytes),
@@ -489,6 +495,7 @@ impl Report {
                 r.ratio,
                 r.cpu_s_per_million,
                 r.wakeups_per_1k_records,
+                r.preemptions_per_1k_records,
                 r.peak_rss_mb,
             );
         }

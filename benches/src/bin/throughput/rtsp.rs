@@ -191,7 +191,7 @@ pub async fn run(binary: &Path, settings: &Settings, script: &Path) -> Result<Pa
     if records.collect(1, Duration::from_secs(20)).await.is_empty() {
         bail!("the connector published no frame within 20 s");
     }
-    let (cpu, wakeups) = (process.cpu_seconds(), process.wakeups());
+    let (cpu, switches) = (process.cpu_seconds(), process.context_switches());
     let start = Instant::now();
     let mut connector = Count::default();
     while start.elapsed() < secs {
@@ -203,7 +203,7 @@ pub async fn run(binary: &Path, settings: &Settings, script: &Path) -> Result<Pa
     }
     connector.secs = start.elapsed().as_secs_f64();
     let cpu = process.cpu_seconds() - cpu;
-    let wakeups = process.wakeups().saturating_sub(wakeups);
+    let switches = process.context_switches().since(switches);
     let memory = process.memory();
     process.kill().await;
 
@@ -219,7 +219,8 @@ pub async fn run(binary: &Path, settings: &Settings, script: &Path) -> Result<Pa
         raw_nats_records_per_s: None,
         ratio: connector.fps() / raw.fps(),
         cpu_s_per_million: cpu * 1e6 / connector.frames.max(1) as f64,
-        wakeups_per_1k_records: per_thousand(wakeups, connector.frames),
+        wakeups_per_1k_records: per_thousand(switches.voluntary, connector.frames),
+        preemptions_per_1k_records: per_thousand(switches.involuntary, connector.frames),
         peak_rss_mb: mb(memory.peak_rss),
         note: Some(format!(
             "live {WIDTH}x{HEIGHT} {FPS} frames/s: a record is a frame (average size in the record column); {:.1}% of a CPU, raw retina {:.2} MB/s, connector {:.2} MB/s",

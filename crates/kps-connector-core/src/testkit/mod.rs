@@ -27,8 +27,8 @@ pub use fault_proxy::FaultProxy;
 pub use harness::{EventView, StreamDecl, TestConnector, grpc_client, grpc_tls_client, http_get};
 pub use probe::{NatsProbe, RecordStream, server_round_trip};
 pub use process::{
-    ConnectorProcess, ProcessBuilder, ProcessMemory, proc_stat_cpu_seconds, proc_status_memory,
-    proc_voluntary_context_switches,
+    ConnectorProcess, ContextSwitches, ProcessBuilder, ProcessMemory, proc_context_switches,
+    proc_stat_cpu_seconds, proc_status_memory,
 };
 
 /// The NATS server tests use: `KPS_TEST_NATS_URL`, or the local one.

@@ -219,11 +219,11 @@ impl ConnectorProcess {
         proc_stat_cpu_seconds(self.pid()).unwrap_or(f64::NAN)
     }
 
-    /// How many times the process's threads went to sleep and were woken again (voluntary
-    /// context switches, summed over its threads), from `/proc` (Linux): the wake-ups a record
-    /// path costs, each a trip through the kernel's scheduler.
-    pub fn wakeups(&self) -> u64 {
-        proc_voluntary_context_switches(self.pid()).unwrap_or(0)
+    /// The context switches of the process's threads so far (summed over its threads), from
+    /// `/proc` (Linux): how often a thread ran out of work and was woken again, and how often
+    /// the scheduler took its core away while it still had work.
+    pub fn context_switches(&self) -> ContextSwitches {
+        proc_context_switches(self.pid()).unwrap_or_default()
     }
 
     /// Resident memory now and at its peak, in bytes, from `/proc` (Linux).
@@ -320,27 +320,58 @@ pub fn proc_stat_cpu_seconds(pid: u32) -> Option<f64> {
 /// Linux's USER_HZ, the unit of `/proc/<pid>/stat` times, 100 on every architecture it runs.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-/// The voluntary context switches of every thread of `pid`, from
-/// `/proc/<pid>/task/<tid>/status` (a process's own `status` counts only its main thread).
-pub fn proc_voluntary_context_switches(pid: u32) -> Option<u64> {
+/// Context switches of a process, summed over its threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextSwitches {
+    /// A thread gave up its core because it had nothing to do (it sleeps until woken): the
+    /// wake-ups a record path costs.
+    pub voluntary: u64,
+    /// The scheduler took the core from a thread that still had work (another process wanted
+    /// it): the sign of a machine with more work than cores.
+    pub involuntary: u64,
+}
+
+impl ContextSwitches {
+    /// The switches since `earlier`.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+        }
+    }
+}
+
+/// The context switches of every thread of `pid`, from `/proc/<pid>/task/<tid>/status` (a
+/// process's own `status` counts only its main thread).
+pub fn proc_context_switches(pid: u32) -> Option<ContextSwitches> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0;
+    let mut total = ContextSwitches::default();
     for task in tasks.flatten() {
         // A thread that ended meanwhile has no status any more: it counts for nothing.
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
         };
-        total += voluntary_switches_in(&status).unwrap_or(0);
+        let thread = switches_in(&status);
+        total.voluntary += thread.voluntary;
+        total.involuntary += thread.involuntary;
     }
     Some(total)
 }
 
-/// `voluntary_ctxt_switches` of a thread's `/proc` status text.
-fn voluntary_switches_in(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|n| n.trim().parse().ok())
+/// The `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of a thread's `/proc`
+/// status text (0 for a line that is missing).
+fn switches_in(status: &str) -> ContextSwitches {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    ContextSwitches {
+        voluntary: field("voluntary_ctxt_switches:"),
+        involuntary: field("nonvoluntary_ctxt_switches:"),
+    }
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, from `/proc/<pid>/status`.
@@ -382,7 +413,7 @@ mod tests {
             let own = || {
                 std::fs::read_to_string("/proc/thread-self/status")
                     .ok()
-                    .and_then(|status| voluntary_switches_in(&status))
+                    .map(|status| switches_in(&status).voluntary)
             };
             let (_keep, idle) = std::sync::mpsc::channel::<()>();
             let before = own();
@@ -398,7 +429,9 @@ mod tests {
             .recv()
             .expect("the sleeper reports")
             .expect("its status parses");
-        let total = proc_voluntary_context_switches(std::process::id()).expect("/proc parses");
+        let total = proc_context_switches(std::process::id())
+            .expect("/proc parses")
+            .voluntary;
         let _ = finish.send(());
         let slept = sleeper
             .join()
@@ -409,6 +442,30 @@ mod tests {
             total >= own,
             "the process total {total} holds the thread's {own}"
         );
-        assert!(proc_voluntary_context_switches(u32::MAX).is_none());
+        assert!(proc_context_switches(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn both_kinds_of_switch_are_read_from_a_status() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(
+            switches_in(status),
+            ContextSwitches {
+                voluntary: 12,
+                involuntary: 3
+            }
+        );
+        assert_eq!(switches_in("Name:\tx\n"), ContextSwitches::default());
+        let later = ContextSwitches {
+            voluntary: 20,
+            involuntary: 4,
+        };
+        assert_eq!(
+            later.since(switches_in(status)),
+            ContextSwitches {
+                voluntary: 8,
+                involuntary: 1
+            }
+        );
     }
 }
