@@ -488,10 +488,11 @@ async fn one_round_trip_confirms_every_batch_published_before_it() {
     let mut arrivals = probe.subscribe(&subject).await;
     let before = nats.round_trips();
 
-    // Three batches in flight, confirmed in order: the first confirmation's round trip is
-    // issued after all three were published, so it covers the other two.
+    // Four batches in flight, confirmed in order: the first one's round trip is queued with
+    // it (none was outstanding); the other three are published while it is outstanding, and
+    // the round trip the second confirmation issues after it covers the last two as well.
     let mut confirmations = Vec::new();
-    for batch in 0..3u8 {
+    for batch in 0..4u8 {
         let record = |n: u8| wire::encode(0, &[Bytes::from(vec![n; 8])]);
         let messages = vec![record(batch), record(batch)];
         confirmations.push(nats.publish(&subject, messages).await.unwrap());
@@ -499,10 +500,10 @@ async fn one_round_trip_confirms_every_batch_published_before_it() {
     for confirmation in confirmations {
         confirmation.await.unwrap();
     }
-    assert_eq!(nats.round_trips() - before, 1);
+    assert_eq!(nats.round_trips() - before, 2);
     assert_eq!(
-        arrivals.collect(6, Duration::from_secs(5)).await.len(),
-        6,
+        arrivals.collect(8, Duration::from_secs(5)).await.len(),
+        8,
         "every message of the confirmed batches reached the server"
     );
 
@@ -515,7 +516,29 @@ async fn one_round_trip_confirms_every_batch_published_before_it() {
         .await
         .unwrap();
     late.await.unwrap();
-    assert_eq!(nats.round_trips() - before, 2);
+    assert_eq!(nats.round_trips() - before, 3);
+}
+
+#[tokio::test]
+async fn a_batch_published_with_no_round_trip_outstanding_queues_its_round_trip_with_it() {
+    use kps_connector_core::transport::{Transport, wire};
+    let nats = connected_nats("confirm-now-test").await;
+    let subject = unique_name("kps.confirm.now");
+    let before = nats.round_trips();
+    let confirmation = nats
+        .publish(
+            &subject,
+            vec![wire::encode(0, &[Bytes::from_static(b"now")])],
+        )
+        .await
+        .unwrap();
+    // Issued by the publish itself, before anything awaits the confirmation.
+    assert_eq!(nats.round_trips() - before, 1);
+    tokio::time::timeout(Duration::from_secs(5), confirmation)
+        .await
+        .expect("the confirmation resolves")
+        .unwrap();
+    assert_eq!(nats.round_trips() - before, 1, "no second round trip");
 }
 
 #[tokio::test]

@@ -58,14 +58,36 @@ pub struct NatsTransport {
 /// answers it only after processing what came before it on the connection), so a batch that an
 /// earlier-issued round trip already covers needs none of its own: with several batches in
 /// flight, one round trip confirms them all.
+///
+/// A batch published while no round trip is outstanding has its round trip queued at once,
+/// right behind its messages, so both leave in one socket write; one published while a round
+/// trip is outstanding waits for that one and shares a round trip issued after it.
 #[derive(Debug, Default)]
 struct ConfirmProgress {
     /// The newest batch handed to the connection.
     published: AtomicU64,
     /// The newest batch a completed round trip covers.
     confirmed: AtomicU64,
+    /// Round trips issued and not finished yet.
+    outstanding: AtomicU64,
     /// Round trips issued (for tests).
     round_trips: AtomicU64,
+}
+
+/// Counts a round trip as outstanding until it finishes or is dropped.
+struct OutstandingRoundTrip(Arc<ConfirmProgress>);
+
+impl OutstandingRoundTrip {
+    fn new(confirms: &Arc<ConfirmProgress>) -> Self {
+        confirms.outstanding.fetch_add(1, Ordering::AcqRel);
+        Self(confirms.clone())
+    }
+}
+
+impl Drop for OutstandingRoundTrip {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -148,6 +170,27 @@ impl NatsTransport {
         })
     }
 
+    /// The confirmation of published batch `batch` when no round trip is outstanding: its round
+    /// trip is queued on the connection now, behind the batch's messages, instead of when the
+    /// confirmation is first awaited (by then the connection task has usually written the
+    /// messages on their own, and the round trip would cost a socket write of its own).
+    async fn confirmation_issued_now(&self, batch: u64) -> Confirmation {
+        let transport = self.clone();
+        let mut round_trip = Box::pin(async move {
+            if transport.confirms.confirmed.load(Ordering::Acquire) >= batch {
+                return Ok(());
+            }
+            transport.issue_round_trip().await
+        });
+        // One poll queues the request (the client's command channel has room unless the
+        // connection is backed up, and then the next poll queues it); the waker registered
+        // is this task's, which is the one that awaits the confirmation.
+        match futures::poll!(round_trip.as_mut()) {
+            std::task::Poll::Ready(result) => Confirmation::new(std::future::ready(result)),
+            std::task::Poll::Pending => Confirmation::new(round_trip),
+        }
+    }
+
     /// Round trips issued so far by this connection's confirmations.
     #[doc(hidden)]
     pub fn round_trips(&self) -> u64 {
@@ -161,6 +204,7 @@ impl NatsTransport {
         // connection before it.
         let covered = self.confirms.published.load(Ordering::Acquire);
         self.confirms.round_trips.fetch_add(1, Ordering::Relaxed);
+        let _outstanding = OutstandingRoundTrip::new(&self.confirms);
         let timeout = self.confirm_timeout;
         let request = self
             .client
@@ -286,6 +330,9 @@ impl Transport for NatsTransport {
                 })?;
         }
         let batch = self.confirms.published.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.confirms.outstanding.load(Ordering::Acquire) == 0 {
+            return Ok(self.confirmation_issued_now(batch).await);
+        }
         Ok(self.confirmation_of(batch))
     }
 
