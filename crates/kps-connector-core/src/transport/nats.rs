@@ -187,7 +187,7 @@ impl NatsTransport {
         // is this task's, which is the one that awaits the confirmation.
         match futures::poll!(round_trip.as_mut()) {
             std::task::Poll::Ready(result) => Confirmation::new(std::future::ready(result)),
-            std::task::Poll::Pending => Confirmation::new(round_trip),
+            std::task::Poll::Pending => Confirmation::from_boxed(round_trip),
         }
     }
 
