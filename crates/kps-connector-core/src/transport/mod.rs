@@ -50,13 +50,6 @@ impl Confirmation {
         Self(Box::pin(future))
     }
 
-    /// A confirmation that waits for an already boxed `future` (no second allocation).
-    pub(crate) fn from_boxed(
-        future: Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>>,
-    ) -> Self {
-        Self(future)
-    }
-
     /// Already confirmed.
     pub fn confirmed() -> Self {
         Self::new(async { Ok(()) })

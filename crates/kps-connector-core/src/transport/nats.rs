@@ -175,19 +175,13 @@ impl NatsTransport {
     /// confirmation is first awaited (by then the connection task has usually written the
     /// messages on their own, and the round trip would cost a socket write of its own).
     async fn confirmation_issued_now(&self, batch: u64) -> Confirmation {
-        let transport = self.clone();
-        let mut round_trip = Box::pin(async move {
-            if transport.confirms.confirmed.load(Ordering::Acquire) >= batch {
-                return Ok(());
-            }
-            transport.issue_round_trip().await
-        });
+        let mut confirmation = self.confirmation_of(batch);
         // One poll queues the request (the client's command channel has room unless the
         // connection is backed up, and then the next poll queues it); the waker registered
         // is this task's, which is the one that awaits the confirmation.
-        match futures::poll!(round_trip.as_mut()) {
+        match futures::poll!(&mut confirmation) {
             std::task::Poll::Ready(result) => Confirmation::new(std::future::ready(result)),
-            std::task::Poll::Pending => Confirmation::from_boxed(round_trip),
+            std::task::Poll::Pending => confirmation,
         }
     }
 
